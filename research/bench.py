@@ -18,6 +18,23 @@ from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
 
 BENCH_RUN = dict(batch_size=8, seq_len=512)  # the core-run issue's target shape
 
+# --layouts: every standard layout of a small 8-layer model on 8 (simulated) devices
+LAYOUTS = {
+    "single": ["parallel.data=1"],
+    "dp8": ["parallel.data=8"],
+    "fsdp8": ["parallel.data=1", "parallel.fsdp=8"],
+    "tp2_fsdp4": ["parallel.data=1", "parallel.fsdp=4", "parallel.tensor=2"],
+    "dp2_fsdp2_tp2": ["parallel.data=2", "parallel.fsdp=2", "parallel.tensor=2"],
+    "pp2_dp4_gpipe": ["parallel.data=4", "parallel.pipeline=2", "parallel.microbatches=4"],
+    "pp2_dp4_circular": ["parallel.data=4", "parallel.pipeline=2", "parallel.microbatches=4",
+                         "parallel.schedule=circular", "parallel.pipeline_repeats=2"],
+    "pp4_tp2_gpipe": ["parallel.data=1", "parallel.pipeline=4", "parallel.tensor=2", "parallel.microbatches=8"],
+    "pp4_tp2_circular": ["parallel.data=1", "parallel.pipeline=4", "parallel.tensor=2", "parallel.microbatches=8",
+                         "parallel.schedule=circular", "parallel.pipeline_repeats=2"],
+}
+LAYOUT_MODEL = ["model.d_model=128", "model.n_layers=8", "model.n_heads=4", "model.d_ff=512", "model.vocab_size=264",
+                "model.max_seq_len=128", "data.seq_len=128", "train.batch_size=16"]
+
 
 def default_config() -> RunConfig:
     from experiments.presets import model
@@ -31,6 +48,7 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     from research.model import Transformer
     from research.model.flops import count_params, mfu_flops_per_token
     from research.parallel import activate, batch_sharding, make_mesh
+    from research.parallel.pipeline import pipeline_for
     from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
     from research.train.optimizer import make_optimizer
     from research.train.state import init_state, state_shardings
@@ -85,7 +103,42 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
         kind = devices[0].device_kind.lower()
         result["peak_table"] = {k: v for k, v in ACCELERATOR_PEAKS.items() if k.lower() in kind}
     result["mfu"] = achieved / result["peak_flops"]
+    if config.parallel.pipeline > 1:
+        result.update(bubble_measured=measure_bubble(config, mesh, state.params, batches[0]["inputs"]),
+                      bubble_theory=pipeline_for(config).bubble)
     return result
+
+
+def measure_bubble(config: RunConfig, mesh, params, inputs) -> float:
+    """Idle share of stage-ticks in one forward pass of the pipelined model: which stage held a real microbatch at
+    which tick is recorded by the pipeline itself (`pipeline_busy`, [ticks, stages]), not derived from the formula."""
+    from research.parallel import activate
+    from research.parallel.pipeline import model_for
+
+    rows = config.batch_size // config.train.accum_steps  # what one accumulation step feeds the model
+    with activate(mesh):
+        forward = jax.jit(lambda p, x: model_for(config).apply({"params": p}, x, mutable=["intermediates"])[1])
+        busy = np.asarray(forward(params, inputs[:rows])["intermediates"]["pipeline_busy"][0])
+    return float(1.0 - busy.mean())
+
+
+def benchmark_layouts(steps: int, warmup: int, overrides: list[str]) -> list[tuple[str, dict]]:
+    """`benchmark` of the small layout model under every entry of LAYOUTS on the first 8 devices."""
+    config = default_config().override(*LAYOUT_MODEL, *overrides)
+    return [(name, benchmark(config.override(*sets), steps=steps, warmup=warmup,
+                             devices=jax.devices()[:1 if name == "single" else 8])) for name, sets in LAYOUTS.items()]
+
+
+def print_layouts(results: list[tuple[str, dict]]) -> None:
+    print("step time per layout: 8 simulated CPU devices sharing this machine's cores, so these times measure "
+          "communication and scheduling overheads, not speed on real devices")
+    print(f"{'layout':<18s}{'mesh (data, pipeline, fsdp, tensor)':<38s}{'compile s':>10s}{'step ms':>10s}"
+          f"{'bubble measured':>17s}{'theory':>9s}")
+    for name, r in results:
+        mesh = ", ".join(str(r["mesh"][a]) for a in ("data", "pipeline", "fsdp", "tensor"))
+        bubble = (f"{r['bubble_measured']:>17.3f}{r['bubble_theory']:>9.3f}" if "bubble_measured" in r
+                  else f"{'-':>17s}{'-':>9s}")
+        print(f"{name:<18s}{mesh:<38s}{r['compile_s']:>10.1f}{r['step_s_median'] * 1e3:>10.1f}{bubble}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--layouts", action="store_true",
+                        help="time a small 8-layer model under every standard layout on 8 simulated devices")
     args = parser.parse_args(argv)
     try:
+        if args.layouts:
+            if jax.device_count() < 8:
+                from research.parallel.plan import simulate_devices
+
+                return simulate_devices("research.bench", sys.argv[1:] if argv is None else argv, 8)
+            print_layouts(benchmark_layouts(args.steps, args.warmup, args.overrides))
+            return 0
         if args.config is None:
             config = default_config().override(*args.overrides)
         else:
@@ -121,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"peak (table)    {r['peak_flops'] / 1e12:,.1f} TFLOP/s")
     print(f"MFU             {r['mfu']:.1%}")
+    if "bubble_measured" in r:
+        print(f"pipeline bubble {r['bubble_measured']:.3f} measured, {r['bubble_theory']:.3f} = (S-1)/(R M+S-1)")
     return 0
 
 

@@ -74,7 +74,7 @@ class ModelConfig:
     activation: Literal["relu", "gelu", "geglu", "swiglu"] = "swiglu"
     use_bias: bool = False  # biases in attention and MLP projections and in LayerNorm
     qkv_bias: bool = False  # biases on the q, k, v projections only (Qwen2); implied by use_bias
-    positions: Literal["none", "sinusoidal", "learned", "rope", "alibi"] = "rope"
+    positions: Literal["none", "sinusoidal", "learned", "rope", "alibi"] = "rope"  # sinusoidal: embeddings x sqrt(d)
     rope_base: float = 10000.0
     causal: bool = True
     sliding_window: int | None = None  # attend to at most this many most recent positions (itself included)

@@ -43,6 +43,7 @@ class WorkerOptions:
     wait: bool = False  # keep polling while other workers hold unfinished runs, to take over any that stall
     poll_s: float = 5.0
     progress: bool = False  # research.train.run's own progress line
+    precompile: bool = True  # compile the next run's shapes in a background thread while this one trains
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
@@ -59,11 +60,13 @@ class Worker:
         self.out, self.plan = Path(out), plan
         self.options = options or WorkerOptions()
         self.train_fn = train_fn
+        self._real_trainer = train_fn is None  # research.train.run, imported on first use
         self.announce = announce  # multi-host: tells the other processes which run (index, -1 = done)
         self.owner = owner_info(self.options.worker_id)
         self.report = WorkerReport()
         self._stop = threading.Event()
         self._lost_claim = False
+        self._precompiling: threading.Thread | None = None
 
     # ---- main loop ---------------------------------------------------------------------------------------------
     def run(self) -> WorkerReport:
@@ -80,6 +83,8 @@ class Worker:
             self._restore_signals(previous)
             if self.announce is not None:
                 self.announce(-1)
+            if self._precompiling is not None:
+                self._precompiling.join()  # never leave the process with a compile in flight
         self.report.stopped = self._stop.is_set()
         return self.report
 
@@ -102,6 +107,7 @@ class Worker:
                     continue
                 if self.announce is not None:
                     self.announce(index)
+                self._precompile_after(index)
                 outcome = self._attempt(spec, run_dir, claim)
                 trained = True
             self.report.outcomes[outcome] += 1
@@ -144,6 +150,25 @@ class Worker:
                   f"(train {_fmt(summary.final_train_loss)}, eval {_fmt(summary.final_eval_loss)}, "
                   f"{summary.tokens_per_s:,.0f} tok/s, {share:.0%} of its time in steps)")
         return outcome
+
+    def _precompile_after(self, index: int) -> None:
+        """Compile the next pending run of another shape in the background while run `index` trains.
+
+        Only with the real trainer and one process: a multi-host worker must compile in step with its peers."""
+        if not (self.options.precompile and self._real_trainer) or self.announce is not None:
+            return
+        if self._precompiling is not None and self._precompiling.is_alive():
+            return
+        from research.train.precompile import precompile_in_background
+        from research.train.step import shape_signature
+
+        current = shape_signature(self.plan.runs[index].config)
+        for spec in self.plan.runs[index + 1:]:
+            if shape_signature(spec.config) == current:
+                continue
+            if not run_state(spec.workdir(self.out), self.options.stale_after_s).terminal:
+                self._precompiling = precompile_in_background(spec.config)
+                return
 
     def _train_fn(self):
         if self.train_fn is None:

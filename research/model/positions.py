@@ -8,13 +8,16 @@ import jax.numpy as jnp
 
 
 def sinusoidal_table(positions: jnp.ndarray, dim: int) -> jnp.ndarray:
-    """Vaswani et al.: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...). positions [T] -> [T, dim]."""
+    """Vaswani et al.: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...). positions [T] -> [T, dim].
+
+    Per-row positions [batch, T] (batched decoding) give [batch, T, dim].
+    """
     half = dim // 2
     inv_freq = 1.0 / (10000.0 ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / dim))  # [half]
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # [T, half]
-    table = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape[0], 2 * half)
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., T, half]
+    table = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1).reshape(positions.shape + (2 * half,))
     if dim % 2:
-        table = jnp.pad(table, ((0, 0), (0, 1)))
+        table = jnp.pad(table, ((0, 0),) * positions.ndim + ((0, 1),))
     return table
 
 
@@ -53,6 +56,10 @@ def alibi_slopes(n_heads: int) -> jnp.ndarray:
 
 
 def alibi_bias(n_heads: int, q_positions: jnp.ndarray, k_positions: jnp.ndarray) -> jnp.ndarray:
-    """Additive bias -slope_h * |i - j| for query position i and key position j: [1, heads, T, S]."""
-    distance = jnp.abs(q_positions[:, None] - k_positions[None, :]).astype(jnp.float32)  # [T, S]
-    return -alibi_slopes(n_heads)[None, :, None, None] * distance[None, None]
+    """Additive bias -slope_h * |i - j| for query position i and key position j: [1, heads, T, S].
+
+    Per-row positions [batch, T] and [batch, S] (batched decoding) give [batch, heads, T, S].
+    """
+    distance = jnp.abs(q_positions[..., :, None] - k_positions[..., None, :]).astype(jnp.float32)  # [(batch,) T, S]
+    distance = distance.reshape((-1, 1) + distance.shape[-2:])  # [1 or batch, 1, T, S]
+    return -alibi_slopes(n_heads)[None, :, None, None] * distance

@@ -7,7 +7,10 @@ Layers are stacked with `nn.scan`, so compile time does not grow with depth, and
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
@@ -58,8 +61,9 @@ class Norm(nn.Module):
 def attend(q, k, v, cfg: ModelConfig, q_positions, k_positions, *, k_valid=None) -> jnp.ndarray:
     """Softmax(q k^T / sqrt(D) + bias) v over grouped KV heads; causal and sliding-window masks from positions.
 
-    q: [batch, T, heads, D]; k, v: [batch, S, kv_heads, D]; positions: [T], [S]. k_valid: optional [batch, S] bool
-    (a KV cache's filled slots). When queries and keys are one span, the fused masked path is used.
+    q: [batch, T, heads, D]; k, v: [batch, S, kv_heads, D]; positions: [T], [S] or per row [batch, T], [batch, S].
+    k_valid: optional [batch, S] bool (a KV cache's filled slots). When queries and keys are one span, the fused
+    masked path is used.
     """
     bias = alibi_bias(cfg.n_heads, q_positions, k_positions) if cfg.positions == "alibi" else None
     if k_valid is None and q_positions is k_positions:  # self-attention over one contiguous span
@@ -67,25 +71,48 @@ def attend(q, k, v, cfg: ModelConfig, q_positions, k_positions, *, k_valid=None)
         return jax.nn.dot_product_attention(
             q, k, v, bias=None if bias is None else bias.astype(q.dtype), is_causal=cfg.causal,
             local_window_size=window)
-    mask = jnp.ones((q_positions.shape[0], k_positions.shape[0]), dtype=bool)
-    delta = q_positions[:, None] - k_positions[None, :]  # [T, S]: how far back each key is
+    delta = q_positions[..., :, None] - k_positions[..., None, :]  # [(batch,) T, S]: how far back each key is
+    mask = jnp.ones(delta.shape, dtype=bool)
     if cfg.causal:
         mask &= delta >= 0
     if cfg.sliding_window is not None:
         mask &= delta < cfg.sliding_window
-    mask = mask[None, None]  # [1, 1, T, S]
+    mask = mask.reshape((-1, 1) + mask.shape[-2:])  # [1 or batch, 1, T, S]
     if k_valid is not None:
         mask = mask & k_valid[:, None, None, :]
     return jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask)
 
 
+@flax.struct.dataclass
+class KVCache:
+    """Every layer's keys and values in `max_len` preallocated slots, so decoding attends to the prefix without
+    recomputing it. Slot s of row b holds the token at position positions[b, s]; -1 marks an empty or padding slot."""
+
+    k: jnp.ndarray  # [layers, batch, max_len, kv_heads, head_dim] (only the KV heads: GQA/MQA caches are smaller)
+    v: jnp.ndarray  # [layers, batch, max_len, kv_heads, head_dim]
+    positions: jnp.ndarray  # [batch, max_len] int32
+    index: jnp.ndarray  # int32 scalar: the next slot to write
+
+    @classmethod
+    def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
+        shape = (cfg.n_layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
+        dtype = DTYPES[cfg.compute_dtype]
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   positions=jnp.full((batch, max_len), -1, jnp.int32), index=jnp.zeros((), jnp.int32))
+
+
 class Attention(nn.Module):
-    """Multi-head attention with n_kv_heads key/value heads (MHA = n_heads, GQA in between, MQA = 1)."""
+    """Multi-head attention with n_kv_heads key/value heads (MHA = n_heads, GQA in between, MQA = 1).
+
+    With a cache (this layer's (k, v) [batch, max_len, kv_heads, head_dim]; slots: (the cache's slot positions
+    [batch, max_len] with this chunk already written, the write index)), the chunk's keys and values are written at
+    the index, the queries attend over every filled slot, and the result is (y, updated (k, v)).
+    """
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, cache=None, slots=None):
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
         d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head
         wq = _param(self, "wq", (d, h, hd), ("embed", "heads", "head_dim"), _matrix_init(cfg))
@@ -101,11 +128,17 @@ class Attention(nn.Module):
             v = v + _param(self, "bv", (kv, hd), ("kv_heads", "head_dim"), nn.initializers.zeros).astype(dtype)
         if cfg.positions == "rope":
             q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
-        out = attend(q, k, v, cfg, positions, positions)  # [batch, T, heads, head_dim]
+        if cache is None:
+            out = attend(q, k, v, cfg, positions, positions)  # [batch, T, heads, head_dim]
+        else:
+            k_positions, index = slots
+            cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
+                          for c, new in zip(cache, (k, v)))  # [batch, max_len, kv_heads, head_dim] each
+            out = attend(q, cache[0], cache[1], cfg, positions, k_positions, k_valid=k_positions >= 0)
         y = jnp.einsum("bthk,hkd->btd", out, wo.astype(dtype))
         if cfg.use_bias:
             y = y + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
-        return y
+        return y if cache is None else (y, cache)
 
 
 class MLP(nn.Module):
@@ -145,20 +178,28 @@ class Block(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray):
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv=None, slots=None):
+        """(x, None); with a KV cache (see Attention), (x, this layer's updated (k, v))."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         attn, mlp = Attention(cfg, name="attn"), MLP(cfg, name="mlp")
         attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
+
+        def attention(h):
+            out = attn(h, positions, kv, slots)
+            return (out, None) if kv is None else out
+
         if cfg.norm_placement == "pre":
-            x = x + drop(attn(attn_norm(x), positions))
+            a, kv = attention(attn_norm(x))
+            x = x + drop(a)
             x = checkpoint_name(_constrain(x, ("act_batch", "act_seq", "act_embed")), "attn_residual")
             x = x + drop(mlp(mlp_norm(x)))
         else:
-            x = attn_norm(x + drop(attn(x, positions)))
+            a, kv = attention(x)
+            x = attn_norm(x + drop(a))
             x = checkpoint_name(_constrain(x, ("act_batch", "act_seq", "act_embed")), "attn_residual")
             x = mlp_norm(x + drop(mlp(x)))
-        return _constrain(x, ("act_batch", "act_seq", "act_embed")), None
+        return _constrain(x, ("act_batch", "act_seq", "act_embed")), kv
 
 
 REMAT_POLICIES = {
@@ -167,8 +208,11 @@ REMAT_POLICIES = {
 }
 
 
-def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks") -> nn.Module:
-    """`n_layers` blocks as one scanned module; parameters get a leading `layers` axis."""
+def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", cached: bool = False) -> nn.Module:
+    """`n_layers` blocks as one scanned module; parameters get a leading `layers` axis.
+
+    cached: called as (x, positions, (k, v) [layers, ...] scanned per layer, slots broadcast) -> (x, updated (k, v)).
+    """
     block = Block
     if cfg.remat != "none":
         block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
@@ -176,33 +220,66 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks") 
         block,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(nn.broadcast,),
+        in_axes=(nn.broadcast, 0, nn.broadcast) if cached else (nn.broadcast,),
         length=cfg.n_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     return scanned(cfg, deterministic, name=name)
 
 
+def pipelined_blocks(module: nn.Module, pipeline, x: jnp.ndarray, positions: jnp.ndarray, deterministic: bool):
+    """The block stack run by `pipeline` (research.parallel.pipeline.Pipeline) on the scanned stack's own
+    parameters [L, ...], so the parameter tree does not depend on the layout. Dropout keys: fold_in(layer, micro)."""
+    cfg = module.cfg
+    params = nn.meta.unbox(module.variables["params"]["blocks"])
+    base = None if deterministic or cfg.dropout == 0.0 else module.make_rng("dropout")
+
+    def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
+        rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
+        return Block(cfg, deterministic, parent=None).apply({"params": p}, h, positions, rngs=rngs)[0]
+
+    if cfg.remat != "none":
+        layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+    x, busy = pipeline(layer, params, x)
+    module.sow("intermediates", "pipeline_busy", busy)  # [ticks, stages] bool, read by the bubble measurement
+    return x
+
+
 class Transformer(nn.Module):
-    """tokens [batch, T] -> float32 logits [batch, T, vocab]."""
+    """tokens [batch, T] -> float32 logits [batch, T, vocab]. With `pipeline`, the block stack runs as a pipeline."""
 
     cfg: ModelConfig
+    pipeline: Any = None  # research.parallel.pipeline.Pipeline, or None for the plain scanned stack
 
     @nn.compact
-    def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True):
+    def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
+                 cache: KVCache | None = None):
+        # With `cache` (inference): positions are per row [batch, T] (-1 marks left padding; default: the T after the
+        # cache's index), the tokens' keys and values fill the cache's next T slots, and (logits, new cache) returns.
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
+        if positions is None and cache is not None:
+            positions = jnp.broadcast_to(cache.index + jnp.arange(tokens.shape[1]), tokens.shape)
         if positions is None:
             positions = jnp.arange(tokens.shape[1])
         embedding = _param(self, "embedding", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), _matrix_init(cfg))
         x = jnp.take(embedding, tokens, axis=0)  # [batch, T, d_model]
         if cfg.positions == "learned":
             table = _param(self, "pos_embedding", (cfg.max_seq_len, cfg.d_model), (None, "embed"), _matrix_init(cfg))
-            x = x + jnp.take(table, positions, axis=0)
-        elif cfg.positions == "sinusoidal":
-            x = x + sinusoidal_table(positions, cfg.d_model)
+            x = x + jnp.take(table, positions if cache is None else jnp.maximum(positions, 0), axis=0)
+        elif cfg.positions == "sinusoidal":  # Vaswani et al. 3.4: embeddings x sqrt(d), so the unit-amplitude
+            x = x * cfg.d_model**0.5 + sinusoidal_table(positions, cfg.d_model)  # table does not drown the tokens
         x = nn.Dropout(cfg.dropout, deterministic=deterministic)(x.astype(dtype))
         x = _constrain(x, ("act_batch", "act_seq", "act_embed"))
-        x, _ = stacked_blocks(cfg, deterministic)(x, positions)
+        if cache is not None:
+            slot_positions = jax.lax.dynamic_update_slice_in_dim(
+                cache.positions, positions.astype(jnp.int32), cache.index, axis=1)  # [batch, max_len]
+            x, (k, v) = stacked_blocks(cfg, deterministic, cached=True)(
+                x, positions, (cache.k, cache.v), (slot_positions, cache.index))
+            cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
+        elif self.pipeline is None or self.is_initializing():
+            x, _ = stacked_blocks(cfg, deterministic)(x, positions)
+        else:
+            x = pipelined_blocks(self, self.pipeline, x, positions, deterministic)
         if cfg.norm_placement == "pre":
             x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
@@ -210,4 +287,5 @@ class Transformer(nn.Module):
         else:
             head = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), _matrix_init(cfg))
         logits = jnp.einsum("btd,dv->btv", x, head.astype(dtype), preferred_element_type=jnp.float32)
-        return _constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+        logits = _constrain(logits, ("act_batch", "act_seq", "act_vocab"))
+        return logits if cache is None else (logits, cache)

@@ -11,7 +11,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from research.config import ConfigError, ParallelConfig
+from research.config import ParallelConfig
 from research.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES
 
 
@@ -19,9 +19,6 @@ def make_mesh(cfg: ParallelConfig, devices: list | None = None) -> Mesh:
     """A Mesh with axes (data, pipeline, fsdp, tensor); a size mismatch is a ConfigError before any compile."""
     devices = jax.devices() if devices is None else devices
     shape = cfg.mesh_shape(len(devices))
-    if cfg.pipeline > 1:
-        raise ConfigError(f"parallel.pipeline={cfg.pipeline}: pipeline parallelism is not available in this version. "
-                          "Fix: set parallel.pipeline=1 and use data, fsdp or tensor parallelism.")
     sizes = tuple(shape[a] for a in MESH_AXES)
     try:
         grid = mesh_utils.create_device_mesh(sizes, devices=devices)

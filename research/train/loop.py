@@ -108,6 +108,12 @@ def _check_batch_fits_mesh(config: RunConfig, mesh) -> None:
             f"train.batch_size={config.batch_size}: each microbatch has {rows} sequences, which the "
             f"{dp} data-parallel shards (parallel.data x parallel.fsdp) cannot split evenly. Fix: use a batch "
             f"divisible by {dp * config.train.accum_steps}, or change parallel.data / parallel.fsdp.")
+    micro = config.parallel.microbatches if config.parallel.pipeline > 1 else 1
+    if (rows // micro) % dp:
+        raise ConfigError(
+            f"parallel.microbatches={micro}: each pipeline microbatch has {rows // micro} sequences, which the {dp} "
+            "data-parallel shards cannot split evenly. Fix: use a batch divisible by "
+            f"{dp * micro * config.train.accum_steps}, fewer microbatches, or smaller parallel.data / parallel.fsdp.")
     if jax.process_count() > 1 and config.batch_size % jax.process_count():
         raise ConfigError(f"train.batch_size={config.batch_size} does not split over {jax.process_count()} "
                           "processes. Fix: use a multiple of the process count.")
@@ -148,7 +154,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     seq_len, global_batch = config.data.seq_len, config.batch_size
     batch_spec = batch_sharding(mesh)
     train_step = compile_train_step(config, mesh, shardings, abstract, pad_id)
-    eval_step = eval_step_for(config, mesh, shardings.params, pad_id)
+    eval_step = eval_step_for(config, mesh, abstract.params, pad_id)
 
     def global_batch_at(batch: dict) -> dict:
         return {k: jax.make_array_from_process_local_data(batch_spec, np.asarray(v, np.int32))

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from research.config import RunConfig
 from research.model import Transformer
 from research.parallel import activate, logical_to_sharding
+from research.train.executables import ExecutableCache
 from research.train.optimizer import SCHEDULE_FIELDS
 
 
@@ -41,22 +42,27 @@ def state_shardings(config: RunConfig, model: Transformer, tx: optax.GradientTra
     return abstract, shardings
 
 
-_INIT_FNS: dict = {}  # (model, optimiser, seq_len, mesh) -> jitted init: later runs of the same shapes reuse it
+_INITS = ExecutableCache()  # (model, optimiser, seq_len, mesh) -> compiled init: later runs of the same shapes reuse it
 
 
-def init_state(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
-    """Jitted init with output shardings: each device creates only its own shard (values independent of mesh).
+def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
+    """init(rng) -> unboxed TrainState, compiled ahead of time with output shardings, shared by equal shapes.
 
     The seed is an input, so runs that differ in seed, length or schedule share one compiled init.
     """
     optim = tuple((k, v) for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS)
     key = (config.model, optim, config.data.seq_len, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat))
-    if key not in _INIT_FNS:
+
+    def build():
         def init(rng):
             return nn.meta.unbox(_boxed_state(model, tx, rng, config.data.seq_len))
 
-        if len(_INIT_FNS) >= 8:
-            _INIT_FNS.pop(next(iter(_INIT_FNS)))
-        _INIT_FNS[key] = jax.jit(init, out_shardings=shardings)
-    with activate(mesh):
-        return _INIT_FNS[key](jax.random.key(config.seed))
+        with activate(mesh):
+            return jax.jit(init, out_shardings=shardings).lower(jax.random.key(0)).compile()
+
+    return _INITS.get(key, build)
+
+
+def init_state(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
+    """Initialise with output shardings: each device creates only its own shard (values independent of mesh)."""
+    return compiled_init(config, model, tx, mesh, shardings)(jax.random.key(config.seed))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 
 import flax.linen as nn
 import jax
@@ -14,6 +13,7 @@ import optax
 from research.config import RunConfig
 from research.model import Transformer
 from research.train.compile_cache import compile_lowered
+from research.train.executables import ExecutableCache
 from research.train.optimizer import SCHEDULE_FIELDS, apply_learning_rate, make_optimizer
 from research.train.state import TrainState
 
@@ -68,20 +68,27 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
     return step
 
 
-_EVAL_FNS: dict = {}
+_EVAL_STEPS = ExecutableCache()
 
 
-def eval_step_for(config: RunConfig, mesh, param_shardings, pad_id: int):
-    """The jitted eval step for these shapes, shared by later runs of the same model on the same mesh."""
-    from research.parallel import batch_sharding
+def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
+    """The eval step for these shapes, compiled ahead of time and shared by later runs of the same model and mesh:
+    compiled(params, batch) with batch rows = batch_size / accum_steps."""
+    from research.parallel import activate, batch_sharding
+    from research.parallel.pipeline import model_for, pipeline_for
 
-    key = (config.model, pad_id, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat))
-    if key not in _EVAL_FNS:
-        if len(_EVAL_FNS) >= _MAX_COMPILED:
-            _EVAL_FNS.pop(next(iter(_EVAL_FNS)))
-        _EVAL_FNS[key] = jax.jit(make_eval_step(Transformer(config.model), pad_id),
-                                 in_shardings=(param_shardings, batch_sharding(mesh)))
-    return _EVAL_FNS[key]
+    rows = config.batch_size // config.train.accum_steps
+    key = (config.model, pipeline_for(config), pad_id, rows, config.data.seq_len, tuple(mesh.shape.items()),
+           tuple(d.id for d in mesh.devices.flat))
+
+    def build():
+        batch = jax.ShapeDtypeStruct((rows, config.data.seq_len), jnp.int32, sharding=batch_sharding(mesh))
+        with activate(mesh):
+            lowered = jax.jit(make_eval_step(model_for(config), pad_id)).lower(
+                abstract_params, {"inputs": batch, "targets": batch})
+            return compile_lowered(lowered, mesh.devices.flat[0].platform)
+
+    return _EVAL_STEPS.get(key, build)
 
 
 def make_eval_step(model: Transformer, pad_id: int):
@@ -95,41 +102,43 @@ def make_eval_step(model: Transformer, pad_id: int):
     return evaluate
 
 
-_COMPILED_STEPS: OrderedDict = OrderedDict()  # step signature -> compiled executable (most recent last)
-_MAX_COMPILED = 8
+_TRAIN_STEPS = ExecutableCache()  # step signature -> compiled executable
+
+
+def shape_signature(config: RunConfig) -> dict:
+    """What a config contributes to its compiled steps: runs equal on it (and on data and devices) share them."""
+    from research.parallel.pipeline import pipeline_for
+
+    optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
+    return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
+            "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
+            "pipeline": repr(pipeline_for(config))}
 
 
 def step_signature(config: RunConfig, pad_id: int, mesh) -> str:
     """Everything a compiled train step depends on; runs that agree on it share one executable."""
-    optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
-    return json.dumps({"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
-                       "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
-                       "pad_id": pad_id, "mesh": dict(mesh.shape), "devices": [d.id for d in mesh.devices.flat]},
-                      sort_keys=True)
+    return json.dumps(shape_signature(config) | {"pad_id": pad_id, "mesh": dict(mesh.shape),
+                                                 "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
 
 
 def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int):
     """Jit with explicit shardings (state donated), compile ahead of time (so timing never includes it), and keep
     the executable for later runs of the same shapes: compiled(state, batch, lr, seed)."""
     from research.parallel import activate, batch_sharding, replicated
+    from research.parallel.pipeline import model_for
 
-    key = step_signature(config, pad_id, mesh)
-    if key in _COMPILED_STEPS:
-        _COMPILED_STEPS.move_to_end(key)
-        return _COMPILED_STEPS[key]
-    model, tx = Transformer(config.model), make_optimizer(config.optim)
-    batch_spec = batch_sharding(mesh)
-    abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.data.seq_len), jnp.int32, sharding=batch_spec)
-                      for k in ("inputs", "targets")}
-    scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated(mesh))  # noqa: E731
-    metric_sharding = {"loss": replicated(mesh), "grad_norm": replicated(mesh)}
-    with activate(mesh):
-        jitted = jax.jit(make_train_step(config, model, tx, pad_id),
-                         in_shardings=(shardings, batch_spec, replicated(mesh), replicated(mesh)),
-                         out_shardings=(shardings, metric_sharding), donate_argnums=0)
-        lowered = jitted.lower(abstract_state, abstract_batch, scalar(jnp.float32), scalar(jnp.int32))
-        compiled = compile_lowered(lowered, mesh.devices.flat[0].platform)
-    _COMPILED_STEPS[key] = compiled
-    while len(_COMPILED_STEPS) > _MAX_COMPILED:
-        _COMPILED_STEPS.popitem(last=False)
-    return compiled
+    def build():
+        model, tx = model_for(config), make_optimizer(config.optim)  # the plain stack, or run as a pipeline
+        batch_spec = batch_sharding(mesh)
+        abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.data.seq_len), jnp.int32,
+                                                  sharding=batch_spec) for k in ("inputs", "targets")}
+        scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated(mesh))  # noqa: E731
+        metric_sharding = {"loss": replicated(mesh), "grad_norm": replicated(mesh)}
+        with activate(mesh):
+            jitted = jax.jit(make_train_step(config, model, tx, pad_id),
+                             in_shardings=(shardings, batch_spec, replicated(mesh), replicated(mesh)),
+                             out_shardings=(shardings, metric_sharding), donate_argnums=0)
+            lowered = jitted.lower(abstract_state, abstract_batch, scalar(jnp.float32), scalar(jnp.int32))
+            return compile_lowered(lowered, mesh.devices.flat[0].platform)
+
+    return _TRAIN_STEPS.get(step_signature(config, pad_id, mesh), build)

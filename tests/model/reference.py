@@ -164,8 +164,8 @@ def transformer(params: dict, cfg, tokens: np.ndarray) -> np.ndarray:
     x = p["embedding"][tokens]
     if cfg.positions == "learned":
         x = x + p["pos_embedding"][positions]
-    elif cfg.positions == "sinusoidal":
-        x = x + sinusoidal(positions, cfg.d_model)
+    elif cfg.positions == "sinusoidal":  # Vaswani et al. 3.4: embeddings scaled by sqrt(d_model)
+        x = x * np.sqrt(cfg.d_model) + sinusoidal(positions, cfg.d_model)
     for layer in range(cfg.n_layers):
         blk = _index(p["blocks"], layer)
         if cfg.norm_placement == "pre":

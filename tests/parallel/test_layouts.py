@@ -15,6 +15,8 @@ import pytest
 from research.config import DataConfig, ModelConfig, OptimConfig, ParallelConfig, RunConfig, TrainConfig
 from research.model import Transformer
 from research.parallel import activate, batch_sharding, make_mesh
+from research.parallel.pipeline import model_for
+from research.train.compile_cache import compile_lowered
 from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
 from research.train.step import compile_train_step, token_losses
@@ -52,7 +54,7 @@ def _batches(config: RunConfig, n: int) -> list[dict]:
 def _train(config: RunConfig, devices: list, steps: int = 3):
     """Losses, grad norms, final gradients and final state after `steps` steps on `devices`."""
     mesh = make_mesh(config.parallel, devices)
-    model, tx = Transformer(config.model), make_optimizer(config.optim)
+    model, tx = model_for(config), make_optimizer(config.optim)  # pipelined when config.parallel.pipeline > 1
     abstract, shardings = state_shardings(config, model, tx, mesh)
     state = init_state(config, model, tx, mesh, shardings)
     step = compile_train_step(config, mesh, shardings, abstract, pad_id=-1)
@@ -72,7 +74,8 @@ def _train(config: RunConfig, devices: list, steps: int = 3):
             return nll / count
 
         batch = {key: jax.device_put(v, batch_sharding(mesh)) for key, v in batches[0].items()}
-        grads = jax.jit(jax.grad(loss), out_shardings=shardings.params)(state.params, batch)
+        grad_fn = jax.jit(jax.grad(loss), out_shardings=shardings.params).lower(state.params, batch)
+        grads = compile_lowered(grad_fn, devices[0].platform)(state.params, batch)
     return losses, norms, grads, state
 
 

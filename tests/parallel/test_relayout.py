@@ -27,6 +27,7 @@ def _config(source, parallel: ParallelConfig):
 @pytest.mark.parametrize("before,after", [
     (ParallelConfig(data=1, fsdp=4, tensor=2), ParallelConfig(data=8)),
     (ParallelConfig(data=8), ParallelConfig(data=1, fsdp=8)),
+    (ParallelConfig(data=4, pipeline=2, microbatches=2), ParallelConfig(data=8)),  # pipeline stages: a run-time view
 ])
 def test_continue_on_another_mesh(small_corpus, tmp_path, before, after):
     first = _config(small_corpus, before)

@@ -104,3 +104,23 @@ def test_diverged_run_is_recorded_and_not_retried(tmp_path, small_corpus):
     assert starts(run_dir) == 1 and attempts(run_dir)[-1]["outcome"] == "diverged"
     assert sweep_status(tmp_path).count("diverged") == 1
     assert _results(tmp_path)[plan.runs[0].run_id]["status"] == "diverged"
+
+
+def test_the_worker_precompiles_the_next_pending_run_of_another_shape(tmp_path, small_corpus, monkeypatch):
+    """While run i trains, the next unfinished run whose compiled steps differ is compiled in the background."""
+    import research.train.precompile as precompile
+    from research.train.step import shape_signature
+
+    sweep = tiny(small_corpus)
+    wide = dataclasses.replace(sweep, name="wide", base=sweep.base.override("model.d_model=32"))
+    plan = plan_into(tmp_path, sweep)
+    plan = dataclasses.replace(plan, runs=plan.runs[:2] + plan_into(tmp_path / "w", wide).runs[:1])
+    same, other = plan.runs[1], plan.runs[2]
+    assert shape_signature(same.config) == shape_signature(plan.runs[0].config) != shape_signature(other.config)
+    started = []
+    monkeypatch.setattr(precompile, "precompile_in_background", lambda config: started.append(config))
+    Worker(tmp_path, plan, _quiet())._precompile_after(0)
+    assert started == [other.config]
+    started.clear()
+    Worker(tmp_path, plan, _quiet(), train_fn=lambda *a, **k: None)._precompile_after(0)  # a custom trainer: no
+    assert started == []

@@ -192,9 +192,9 @@ def test_runs_of_equal_shapes_share_one_compiled_step(small_corpus, tmp_path):
     first = tiny_run(small_corpus, steps=2, eval_every=2, checkpoint_every=2)
     second = first.override("train.steps=3", "seed=9", "optim.lr=1e-3", "optim.schedule=wsd")
     run(first, tmp_path / "a", progress=False)
-    compiled = dict(step_module._COMPILED_STEPS)
+    compiled = step_module._TRAIN_STEPS.keys()
     run(second, tmp_path / "b", progress=False)
-    assert step_module._COMPILED_STEPS.keys() == compiled.keys()
+    assert step_module._TRAIN_STEPS.keys() == compiled
     wider = first.override("model.d_model=48")
     run(wider, tmp_path / "c", progress=False)
-    assert len(step_module._COMPILED_STEPS.keys() - compiled.keys()) == 1
+    assert len(step_module._TRAIN_STEPS.keys() - compiled) == 1

@@ -1,0 +1,60 @@
+"""A small thread-safe cache of compiled executables, keyed by everything a compile depends on.
+
+Runs of equal shapes share one compiled init, train step and eval step. A background thread may be compiling the
+next run's executables (research.train.precompile) while this run trains: a caller asking for a key that is being
+built waits for that build instead of compiling it twice, and callers asking for other keys never wait.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+
+class ExecutableCache:
+    """Least-recently-used map key -> executable; `get(key, build)` builds each key once, whatever the threads."""
+
+    def __init__(self, capacity: int = 8):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, Future] = OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            future = self._entries.get(key)
+            owner = future is None
+            if owner:
+                future = self._entries[key] = Future()
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(key)
+        if owner:
+            try:
+                future.set_result(build())
+            except BaseException as e:
+                with self._lock:  # a failed build is not cached: the next caller tries again
+                    if self._entries.get(key) is future:
+                        del self._entries[key]
+                future.set_exception(e)
+                raise
+        return future.result()
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def keys(self) -> set:
+        with self._lock:
+            return set(self._entries)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
