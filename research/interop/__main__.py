@@ -1,0 +1,51 @@
+"""CLI: `python -m research.interop import HF_DIR --out RUN_DIR [--set k=v ...]` and
+`python -m research.interop export --workdir RUN [--step N] --out HF_DIR [--arch llama|gpt2]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from research.config import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m research.interop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="a local HF checkpoint -> a scalelab run directory (step-0 checkpoint)")
+    imp.add_argument("hf_dir", help="directory with config.json, safetensors weights and tokenizer.json")
+    imp.add_argument("--out", required=True, help="the new run directory")
+    imp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override the run config (data.*, optim.*, train.*, seed, model.dropout ...)")
+    exp = sub.add_parser("export", help="a scalelab run -> an HF checkpoint directory transformers loads as-is")
+    exp.add_argument("--workdir", required=True, help="the run directory")
+    exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    exp.add_argument("--out", required=True, help="the HF checkpoint directory to write")
+    exp.add_argument("--arch", choices=["llama", "gpt2"], default=None,
+                     help="default: gpt2 for learned positions, llama otherwise")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "import":
+            from research.interop.rundir import import_run
+
+            config, notes = import_run(args.hf_dir, args.out, args.set)
+            m = config.model
+            print(f"imported {args.hf_dir} -> {args.out} (run {config.run_id()}): d_model={m.d_model} "
+                  f"n_layers={m.n_layers} n_heads={m.n_heads} kv={m.num_kv_heads} vocab={m.vocab_size}")
+            for note in notes:
+                print(f"  tokenizer: {note}")
+            print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
+        else:
+            from research.interop.convert import export_hf
+
+            out = export_hf(args.workdir, None, args.out, arch=args.arch, step=args.step)
+            print(f"exported {args.workdir} -> {out}: load with "
+                  f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

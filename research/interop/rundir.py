@@ -1,0 +1,94 @@
+"""`import_run(hf_dir, workdir)`: an HF checkpoint as a scalelab run directory that the normal tools continue.
+
+The directory holds config.json (a RunConfig with the imported model), tokenizer.json (converted from the HF one)
+and a step-0 orbax checkpoint: the imported parameters plus a fresh AdamW state, i.e. exactly the state a new run
+would start from had it been initialised with these weights. `python -m research.train --config RUN --workdir RUN`
+then fine-tunes it (the checkpoint carries the data fingerprint of the config's data), and restore_state,
+scoring and generation read it like any run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+from research.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, apply_overrides
+from research.interop.convert import check_params, import_hf
+from research.interop.hf_tokenizer import tokenizer_from_hf
+
+# Fine-tuning defaults (a pretrained model wants a far smaller step than training from scratch); --set changes them.
+FINETUNE_OPTIM = OptimConfig(lr=1e-4, schedule="cosine", warmup_steps=10, weight_decay=0.0)
+TRAINING_ONLY_MODEL_FIELDS = ("dropout", "compute_dtype", "remat")  # the only model.* overrides that keep the logits
+
+
+def grow_vocab(cfg: ModelConfig, params: dict, vocab_size: int) -> tuple[ModelConfig, dict]:
+    """Append rows for new token ids, set to the mean embedding (as transformers' resize_token_embeddings does).
+
+    Logits of the existing ids are unchanged; the new ids get the logit of the average token.
+    """
+    extra = vocab_size - cfg.vocab_size
+    params = dict(params)
+    emb = params["embedding"]  # [vocab, d]
+    params["embedding"] = jnp.concatenate([emb, jnp.repeat(emb.mean(0, keepdims=True), extra, 0)], 0)
+    if "lm_head" in params:  # [d, vocab]
+        head = params["lm_head"]
+        params["lm_head"] = jnp.concatenate([head, jnp.repeat(head.mean(1, keepdims=True), extra, 1)], 1)
+    return dataclasses.replace(cfg, vocab_size=vocab_size), params
+
+
+def import_config(model: ModelConfig, tokenizer, overrides: list[str]) -> RunConfig:
+    """The RunConfig of an imported model: its tokenizer's data config, fine-tuning defaults, then `overrides`."""
+    bad = [o for o in overrides if o.startswith("model.") and o.split("=")[0][6:] not in TRAINING_ONLY_MODEL_FIELDS]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r}: the imported weights fix the architecture. Fix: override only "
+                          f"model.{{{','.join(TRAINING_ONLY_MODEL_FIELDS)}}}, data.*, optim.*, train.*, seed.")
+    data = DataConfig(tokenizer=tokenizer.kind, seq_len=min(256, model.max_seq_len),
+                      **({"bpe_vocab_size": tokenizer.vocab_size} if tokenizer.kind == "bpe" else {}))
+    config = RunConfig(model=model, data=data, optim=FINETUNE_OPTIM, train=TrainConfig(steps=100))
+    return apply_overrides(config, list(overrides))
+
+
+def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
+    """Write the run directory `workdir` for the HF checkpoint `hf_dir`; returns its config and notes on specials."""
+    from research.data import load_data
+    from research.model import Transformer
+    from research.parallel import make_mesh
+    from research.train.checkpoint import Checkpointer
+    from research.train.metrics import write_json_atomic
+    from research.train.optimizer import make_optimizer
+    from research.train.state import TrainState, state_shardings
+
+    hf_dir, workdir = Path(hf_dir), Path(workdir)
+    if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
+        raise ConfigError(f"--out {str(workdir)!r} already holds a run. Fix: import into a new directory.")
+    if not (hf_dir / "tokenizer.json").is_file():
+        raise ConfigError(f"path={str(hf_dir)!r}: no tokenizer.json, and a run directory needs the tokenizer its "
+                          "weights were trained with. Fix: add the model's fast-tokenizer tokenizer.json, or load "
+                          "the weights alone with research.interop.import_hf.")
+    model, params = import_hf(hf_dir)
+    tokenizer, notes = tokenizer_from_hf(hf_dir)
+    if tokenizer.vocab_size > model.vocab_size:
+        notes.append(f"model.vocab_size {model.vocab_size} -> {tokenizer.vocab_size}: new rows = mean embedding")
+        model, params = grow_vocab(model, params, tokenizer.vocab_size)
+    config = import_config(model, tokenizer, list(overrides))
+    check_params(config.model, params)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(workdir / "tokenizer.json")
+    data = load_data(config.data, workdir)  # the fingerprint the training loop checks on resume
+    tx = make_optimizer(config.optim)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    abstract, _ = state_shardings(config, Transformer(config.model), tx, make_mesh(config.parallel, jax.devices()[:1]))
+    if jax.tree.structure(abstract) != jax.tree.structure(state):
+        raise ConfigError("the imported train state does not have the training loop's structure. Fix: report this "
+                          "as a bug in research.interop.rundir.")
+    meta = {"step": 0, "data_fingerprint": f"{data.fingerprint}:seed={config.seed}", "run_id": config.run_id(),
+            "wall_time_s": 0.0, "train_time_s": 0.0, "imported_from": str(hf_dir.absolute()), "tokenizer": notes}
+    checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
+    checkpoints.save(0, state, meta)
+    checkpoints.close()
+    write_json_atomic(workdir / "config.json", config.to_dict())  # last: its presence marks a complete import
+    return config, notes
