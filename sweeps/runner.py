@@ -43,7 +43,7 @@ class WorkerOptions:
     wait: bool = False  # keep polling while other workers hold unfinished runs, to take over any that stall
     poll_s: float = 5.0
     progress: bool = False  # research.train.run's own progress line
-    precompile: bool = True  # compile the next run's shapes in a background thread while this one trains
+    precompile: bool = True  # on an accelerator, compile the next run's shapes on the host while this one trains
     log: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
 
@@ -152,15 +152,18 @@ class Worker:
         return outcome
 
     def _precompile_after(self, index: int) -> None:
-        """Compile the next pending run of another shape in the background while run `index` trains.
+        """Compile the next pending run of another shape in the background while run `index` trains (accelerators).
 
         Only with the real trainer and one process: a multi-host worker must compile in step with its peers."""
         if not (self.options.precompile and self._real_trainer) or self.announce is not None:
             return
         if self._precompiling is not None and self._precompiling.is_alive():
             return
-        from research.train.precompile import precompile_in_background
+        from research.train.precompile import overlaps_training, precompile_in_background
         from research.train.step import shape_signature
+
+        if not overlaps_training():
+            return
 
         current = shape_signature(self.plan.runs[index].config)
         for spec in self.plan.runs[index + 1:]:

@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from research.config import RunConfig
 from research.model import Transformer
 from research.parallel import activate, logical_to_sharding
+from research.train.compile_cache import INIT_CPU_COMPILER_OPTIONS, compile_lowered
 from research.train.executables import ExecutableCache
 from research.train.optimizer import SCHEDULE_FIELDS
 
@@ -32,17 +33,28 @@ def _boxed_state(model: Transformer, tx: optax.GradientTransformation, rng: jax.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
+def _shape_key(config: RunConfig, mesh: Mesh) -> tuple:
+    """What the state's shapes, shardings and init depend on (not the seed, length or schedule)."""
+    optim = tuple((k, v) for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS)
+    return config.model, optim, config.data.seq_len, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat)
+
+
+_SHARDINGS = ExecutableCache(capacity=16)  # shape key -> (abstract state, shardings)
+_INITS = ExecutableCache()  # shape key -> compiled init: later runs of the same shapes reuse it
+
+
 def state_shardings(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh):
-    """(abstract unboxed state, its NamedShardings), from shapes alone."""
-    with activate(mesh):
-        boxed = jax.eval_shape(lambda r: _boxed_state(model, tx, r, config.data.seq_len), jax.random.key(0))
-    unboxed = nn.meta.unbox(boxed)
-    shardings = logical_to_sharding(nn.get_partition_spec(boxed), mesh, unboxed)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings)
-    return abstract, shardings
+    """(abstract unboxed state, its NamedShardings), from shapes alone (traced once per shape key)."""
 
+    def build():
+        with activate(mesh):
+            boxed = jax.eval_shape(lambda r: _boxed_state(model, tx, r, config.data.seq_len), jax.random.key(0))
+        unboxed = nn.meta.unbox(boxed)
+        shardings = logical_to_sharding(nn.get_partition_spec(boxed), mesh, unboxed)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings)
+        return abstract, shardings
 
-_INITS = ExecutableCache()  # (model, optimiser, seq_len, mesh) -> compiled init: later runs of the same shapes reuse it
+    return _SHARDINGS.get(_shape_key(config, mesh), build)
 
 
 def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
@@ -50,17 +62,16 @@ def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTrans
 
     The seed is an input, so runs that differ in seed, length or schedule share one compiled init.
     """
-    optim = tuple((k, v) for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS)
-    key = (config.model, optim, config.data.seq_len, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat))
 
     def build():
         def init(rng):
             return nn.meta.unbox(_boxed_state(model, tx, rng, config.data.seq_len))
 
         with activate(mesh):
-            return jax.jit(init, out_shardings=shardings).lower(jax.random.key(0)).compile()
+            lowered = jax.jit(init, out_shardings=shardings).lower(jax.random.key(0))
+            return compile_lowered(lowered, mesh.devices.flat[0].platform, INIT_CPU_COMPILER_OPTIONS)
 
-    return _INITS.get(key, build)
+    return _INITS.get(_shape_key(config, mesh), build)
 
 
 def init_state(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
