@@ -17,7 +17,7 @@ from research.train import compile_cache
 from research.train.optimizer import make_optimizer
 from research.train.state import init_state, state_shardings
 from tests.model.harness import FAST_CPU_COMPILE, fast_jit
-from tests.parallel.test_layouts import _bytes_per_device, _train, needs_8
+from tests.parallel.test_layouts import _bytes_per_device, _train, assert_matches_single_device, needs_8
 
 PP_LAYOUTS = {
     "pp2_dp4_gpipe": ParallelConfig(data=4, pipeline=2, microbatches=2),
@@ -131,14 +131,7 @@ def single_device(fast_compile):
 @needs_8
 @pytest.mark.parametrize("layout", list(PP_LAYOUTS))
 def test_pipeline_layout_matches_single_device(layout, single_device):
-    losses, norms, grads, state = _train(_config(PP_LAYOUTS[layout]), jax.devices()[:8])
-    ref_losses, ref_norms, ref_grads, ref_state = single_device
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
-    np.testing.assert_allclose(norms, ref_norms, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert_matches_single_device(_train(_config(PP_LAYOUTS[layout]), jax.devices()[:8]), single_device)
 
 
 def _expected_bytes_per_device(config: RunConfig, pipeline: int, tensor: int) -> int:
