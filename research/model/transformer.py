@@ -17,7 +17,9 @@ from jax.ad_checkpoint import checkpoint_name
 
 from research.config import ModelConfig
 from research.model.activations import gelu, relu, silu
-from research.model.positions import alibi_bias, apply_rope, sinusoidal_table
+from research.model.attention import attend
+from research.model.dense import dense
+from research.model.positions import apply_rope, sinusoidal_table
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -58,31 +60,6 @@ class Norm(nn.Module):
         return y.astype(x.dtype)
 
 
-def attend(q, k, v, cfg: ModelConfig, q_positions, k_positions, *, k_valid=None) -> jnp.ndarray:
-    """Softmax(q k^T / sqrt(D) + bias) v over grouped KV heads; causal and sliding-window masks from positions.
-
-    q: [batch, T, heads, D]; k, v: [batch, S, kv_heads, D]; positions: [T], [S] or per row [batch, T], [batch, S].
-    k_valid: optional [batch, S] bool (a KV cache's filled slots). When queries and keys are one span, the fused
-    masked path is used.
-    """
-    bias = alibi_bias(cfg.n_heads, q_positions, k_positions) if cfg.positions == "alibi" else None
-    if k_valid is None and q_positions is k_positions:  # self-attention over one contiguous span
-        window = (cfg.sliding_window - 1, 0) if cfg.sliding_window is not None else None
-        return jax.nn.dot_product_attention(
-            q, k, v, bias=None if bias is None else bias.astype(q.dtype), is_causal=cfg.causal,
-            local_window_size=window)
-    delta = q_positions[..., :, None] - k_positions[..., None, :]  # [(batch,) T, S]: how far back each key is
-    mask = jnp.ones(delta.shape, dtype=bool)
-    if cfg.causal:
-        mask &= delta >= 0
-    if cfg.sliding_window is not None:
-        mask &= delta < cfg.sliding_window
-    mask = mask.reshape((-1, 1) + mask.shape[-2:])  # [1 or batch, 1, T, S]
-    if k_valid is not None:
-        mask = mask & k_valid[:, None, None, :]
-    return jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask)
-
-
 @flax.struct.dataclass
 class KVCache:
     """Every layer's keys and values in `max_len` preallocated slots, so decoding attends to the prefix without
@@ -119,9 +96,9 @@ class Attention(nn.Module):
         wk = _param(self, "wk", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
         wv = _param(self, "wv", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
         wo = _param(self, "wo", (h, hd, d), ("heads", "head_dim", "embed"), _matrix_init(cfg, residual_out=True))
-        q = jnp.einsum("btd,dhk->bthk", x, wq.astype(dtype))  # [batch, T, heads, head_dim]
-        k = jnp.einsum("btd,dhk->bthk", x, wk.astype(dtype))  # [batch, T, kv_heads, head_dim]
-        v = jnp.einsum("btd,dhk->bthk", x, wv.astype(dtype))
+        q = dense(x, wq.astype(dtype))  # [batch, T, heads, head_dim]
+        k = dense(x, wk.astype(dtype))  # [batch, T, kv_heads, head_dim]
+        v = dense(x, wv.astype(dtype))
         if cfg.use_bias or cfg.qkv_bias:
             q = q + _param(self, "bq", (h, hd), ("heads", "head_dim"), nn.initializers.zeros).astype(dtype)
             k = k + _param(self, "bk", (kv, hd), ("kv_heads", "head_dim"), nn.initializers.zeros).astype(dtype)
@@ -135,7 +112,7 @@ class Attention(nn.Module):
             cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
                           for c, new in zip(cache, (k, v)))  # [batch, max_len, kv_heads, head_dim] each
             out = attend(q, cache[0], cache[1], cfg, positions, k_positions, k_valid=k_positions >= 0)
-        y = jnp.einsum("bthk,hkd->btd", out, wo.astype(dtype))
+        y = dense(out, wo.astype(dtype), contract=2)
         if cfg.use_bias:
             y = y + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
         return y if cache is None else (y, cache)
@@ -151,12 +128,12 @@ class MLP(nn.Module):
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
         d, f = cfg.d_model, cfg.ff_dim
         w_in = _param(self, "w_in", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-        hidden = x @ w_in.astype(dtype)  # [batch, T, d_ff]
+        hidden = dense(x, w_in.astype(dtype))  # [batch, T, d_ff]
         if cfg.use_bias:
             hidden = hidden + _param(self, "b_in", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
         if cfg.is_glu:
             w_gate = _param(self, "w_gate", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-            gate = x @ w_gate.astype(dtype)
+            gate = dense(x, w_gate.astype(dtype))
             if cfg.use_bias:
                 gate = gate + _param(self, "b_gate", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
             hidden = (silu if cfg.activation == "swiglu" else gelu)(gate) * hidden
@@ -165,7 +142,7 @@ class MLP(nn.Module):
         else:
             hidden = gelu(hidden)
         w_out = _param(self, "w_out", (f, d), ("mlp", "embed"), _matrix_init(cfg, residual_out=True))
-        y = hidden @ w_out.astype(dtype)
+        y = dense(hidden, w_out.astype(dtype))
         if cfg.use_bias:
             y = y + _param(self, "b_out", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
         return y
@@ -286,6 +263,6 @@ class Transformer(nn.Module):
             head = embedding.T
         else:
             head = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), _matrix_init(cfg))
-        logits = jnp.einsum("btd,dv->btv", x, head.astype(dtype), preferred_element_type=jnp.float32)
+        logits = dense(x, head.astype(dtype), out_dtype=jnp.float32)  # [batch, T, vocab]
         logits = _constrain(logits, ("act_batch", "act_seq", "act_vocab"))
         return logits if cache is None else (logits, cache)
