@@ -49,11 +49,13 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     from research.model.flops import count_params, mfu_flops_per_token
     from research.parallel import activate, batch_sharding, make_mesh
     from research.parallel.pipeline import pipeline_for
+    from research.train.host_memory import keep_freed_host_memory
     from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
     from research.train.optimizer import make_optimizer
     from research.train.state import init_state, state_shardings
     from research.train.step import compile_train_step
 
+    keep_freed_host_memory()
     devices = jax.devices() if devices is None else devices
     mesh = make_mesh(config.parallel, devices)
     model = Transformer(config.model)

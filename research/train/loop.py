@@ -24,6 +24,7 @@ from research.model.flops import mfu_flops_per_token, run_flops
 from research.parallel import activate, batch_sharding, make_mesh
 from research.parallel.mesh import data_parallel_size
 from research.train.checkpoint import Checkpointer
+from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, write_json_atomic
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, make_optimizer
@@ -123,6 +124,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
         stop_after_steps: int | None = None) -> RunSummary:
     """Train `config` in `workdir`, resuming whatever is there. `stop_after_steps` ends early (as if signalled)."""
     started = time.perf_counter()
+    keep_freed_host_memory()
     workdir = Path(workdir)
     devices = jax.devices() if devices is None else devices
     mesh = make_mesh(config.parallel, devices)  # mesh errors before anything is read or compiled
