@@ -187,12 +187,18 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                 "wall_time_s": previous["wall_time_s"] + time.perf_counter() - started,
                 "train_time_s": previous["train_time_s"] + train_time}
 
+    def train_batch(at_step: int) -> dict:
+        batch = data.train_batch(at_step, global_batch, config.seed, jax.process_index(), jax.process_count())
+        return global_batch_at(batch)
+
     with _StopSignals() as signals:
+        batch = train_batch(step) if step < total else None
         while step < total:
             t0 = time.perf_counter()
-            batch = data.train_batch(step, global_batch, config.seed, jax.process_index(), jax.process_count())
             with activate(mesh):
-                state, metrics = train_step(state, global_batch_at(batch), np.float32(schedule(step)), seed)
+                state, metrics = train_step(state, batch, np.float32(schedule(step)), seed)
+            if step + 1 < total:  # the next batch is a pure function of its step: build it while this step runs
+                batch = train_batch(step + 1)
             loss, grad_norm = (float(v) for v in jax.device_get((metrics["loss"], metrics["grad_norm"])))
             elapsed = time.perf_counter() - t0
             step += 1
