@@ -18,7 +18,7 @@ import pandas as pd
 # summary.json key -> column
 _SUMMARY_COLUMNS = {
     "run_id": "run_id", "config_hash": "config_hash", "status": "status", "params": "N",
-    "params_non_embedding": "N_nonembed", "tokens": "D", "flops": "C", "flops_6nd": "C_6ND_summary",
+    "params_non_embedding": "N_nonembed", "tokens": "D", "epochs": "epochs", "flops": "C", "flops_6nd": "C_6ND_summary",
     "flops_per_token": "flops_per_token", "flop_convention": "flop_convention", "final_train_loss": "train_loss",
     "final_eval_loss": "eval_loss", "steps": "steps", "wall_time_s": "wall_time_s", "tokens_per_s": "tokens_per_s",
     "mfu": "mfu", "seed": "seed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.agreement import compare_exponents
 from analysis.load import fit_columns
 
 
@@ -38,6 +39,12 @@ def _data(rep) -> list[str]:
         out.append(f"- Ranges: N {_g(N.min(), 3)} – {_g(N.max(), 3)}, D {_g(D.min(), 3)} – {_g(D.max(), 3)}, "
                    f"C {_g(C.min(), 3)} – {_g(C.max(), 3)} FLOPs, loss {_g(L.min())} – {_g(L.max())}; "
                    f"{len(np.unique(N))} model sizes.")
+    if "epochs" in df and df["epochs"].notna().any():
+        e = df["epochs"].astype(float)
+        out.append(f"- Epochs of the training data per run: {_g(e.min(), 3)} – {_g(e.max(), 3)} "
+                   "(every run's in the table below).")
+        cols = [c for c in ("name", "N", "D", "C_6ND", "epochs", "eval_loss", "train_loss") if c in df]
+        out += ["", _table(df.sort_values(["C_6ND", "N"] if "C_6ND" in df else ["N"])[cols])]
     return out + [""]
 
 
@@ -143,8 +150,11 @@ def _comparison(rep, figs) -> list[str]:
     if not rows:
         return []
     t = pd.DataFrame(rows, columns=["approach", "a (N_opt ∝ C^a)", "interval", "b (D_opt ∝ C^b)", "interval "])
+    agreement = compare_exponents(rep)
     return ["## Compute-optimal exponents across approaches", "", _table(t), "",
-            "For reference, Hoffmann et al. report a = 0.50, 0.49 and 0.46 for Approaches 1, 2 and 3.", ""] + \
+            "For reference, Hoffmann et al. report a = 0.50, 0.49 and 0.46 for Approaches 1, 2 and 3.", "",
+            agreement.verdict(), ""] + [f"> ⚠️ {w}" for w in agreement.warnings()] + \
+        ([""] if agreement.warnings() else []) + \
         _figure(figs, "optimal_allocation", "Compute-optimal model size and tokens from each approach (band: the "
                 "Approach 3 bootstrap interval)")
 

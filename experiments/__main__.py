@@ -1,7 +1,8 @@
 """python -m experiments list|run|report: named architecture ablations, run as sweeps, reported with seed statistics.
 
   list                                            every experiment: variants, runs and estimated time per scale
-  run NAME --out OUT [--executor local|slurm] [--seeds K] [--scale tiny|small]    train what is missing; resumable
+  run NAME --out OUT [--executor local|slurm] [--seeds K] [--scale tiny|chinchilla|small]
+                                                  train what is missing; resumable
   report OUT                                      OUT/report.md, table.csv/json and curves.png
 """
 

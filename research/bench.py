@@ -8,6 +8,7 @@ On CPU the peak is measured in this same process: the faster of a large f32 matm
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -43,8 +44,14 @@ def default_config() -> RunConfig:
                      train=TrainConfig(steps=100, batch_size=BENCH_RUN["batch_size"]))
 
 
-def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list | None = None) -> dict:
-    """Time `steps` training steps after `warmup` untimed ones; returns the measurements as a dict."""
+def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list | None = None,
+              against: str | None = None) -> dict:
+    """Time `steps` training steps after `warmup` untimed ones; returns the measurements as a dict.
+
+    Steps run as `run()` runs them: train.steps_per_call at a time in one compiled call. With against="torch", a
+    plain eager PyTorch GPT of the same shape (research.bench_torch) trains on the same thread count, timed in
+    rounds interleaved with scalelab's, so both see the same machine; the ratio is the median of per-round ratios.
+    """
     from research.model import Transformer
     from research.model.flops import count_params, mfu_flops_per_token
     from research.parallel import activate, batch_sharding, make_mesh
@@ -53,38 +60,60 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
     from research.train.optimizer import make_optimizer
     from research.train.state import init_state, state_shardings
-    from research.train.step import compile_train_step
+    from research.train.step import compile_train_step, steps_per_call
 
     keep_freed_host_memory()
     devices = jax.devices() if devices is None else devices
+    reference = None
+    if against == "torch":
+        from research.bench_torch import TorchTrainer
+
+        reference = TorchTrainer(config, threads=os.cpu_count() or 1)  # XLA:CPU uses every core too
     mesh = make_mesh(config.parallel, devices)
     model = Transformer(config.model)
     tx = make_optimizer(config.optim)
     abstract, shardings = state_shardings(config, model, tx, mesh)
     state = init_state(config, model, tx, mesh, shardings)
+    per_call = steps_per_call(config)
     t0 = time.perf_counter()
-    step = compile_train_step(config, mesh, shardings, abstract, pad_id=-1)
-    lr, seed = np.float32(config.optim.lr), np.int32(config.seed)
+    step = compile_train_step(config, mesh, shardings, abstract, pad_id=-1, steps=per_call)
+    seed = np.int32(config.seed)
+    args = (np.float32(config.optim.lr),) if per_call == 1 else (np.full(per_call, config.optim.lr, np.float32),
+                                                                 np.int32(per_call))
     compile_s = time.perf_counter() - t0
 
     peaks_before = measure_cpu_peak() if devices[0].platform == "cpu" else None
     rng = np.random.default_rng(0)
-    shape = (config.batch_size, config.data.seq_len + 1)
+    lead = () if per_call == 1 else (per_call,)
+    shape = lead + (config.batch_size, config.data.seq_len + 1)
     batches = []
     for _ in range(2):
         tokens = rng.integers(0, min(config.model.vocab_size, 256), shape, dtype=np.int32)
-        batches.append({k: jax.device_put(v, batch_sharding(mesh))
-                        for k, v in (("inputs", tokens[:, :-1]), ("targets", tokens[:, 1:]))})
+        spec = batch_sharding(mesh, stacked=per_call > 1)
+        batches.append({k: jax.device_put(v, spec)
+                        for k, v in (("inputs", tokens[..., :-1]), ("targets", tokens[..., 1:]))})
+    calls = max(1, -(-steps // per_call))
+    rounds = 3 if reference is not None else 1
+    times, torch_times, ratios = [], [], []
     with activate(mesh):
-        for i in range(warmup):
-            state, metrics = step(state, batches[i % 2], lr, seed)
+        for i in range(max(1, -(-warmup // per_call))):
+            state, metrics = step(state, batches[i % 2], *args, seed)
         jax.block_until_ready(metrics)
-        times = []
-        for i in range(steps):
-            start = time.perf_counter()
-            state, metrics = step(state, batches[i % 2], lr, seed)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
+        if reference is not None:
+            for _ in range(warmup):
+                reference.step()
+        for _ in range(rounds):
+            mine = []
+            for i in range(calls):
+                start = time.perf_counter()
+                state, metrics = step(state, batches[i % 2], *args, seed)
+                jax.block_until_ready(metrics)
+                mine.append((time.perf_counter() - start) / per_call)
+            times += mine
+            if reference is not None:
+                theirs = [reference.step() for _ in range(calls * per_call)]
+                torch_times += theirs
+                ratios.append(float(np.median(theirs) / np.median(mine)))
 
     step_s = float(np.median(times))
     tokens_per_s = config.tokens_per_step / step_s
@@ -94,8 +123,15 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
               "params": count_params(config.model).total,
               "params_non_embedding": count_params(config.model).non_embedding,
               "batch": config.batch_size, "seq_len": config.data.seq_len, "compute_dtype": config.model.compute_dtype,
-              "compile_s": compile_s, "step_s_median": step_s, "step_s_min": min(times),
+              "compile_s": compile_s, "steps_per_call": per_call, "step_s_median": step_s, "step_s_min": min(times),
               "tokens_per_s": tokens_per_s, "flops_per_token": flops_per_token, "achieved_flops": achieved}
+    if reference is not None:
+        import torch
+
+        result.update(torch_version=torch.__version__, torch_threads=torch.get_num_threads(),
+                      torch_step_s_median=float(np.median(torch_times)),
+                      torch_tokens_per_s=config.tokens_per_step / float(np.median(torch_times)),
+                      ratio_vs_torch=float(np.median(ratios)), ratios_vs_torch=ratios)
     if devices[0].platform == "cpu":  # the best of two measurements, before and after the steps: a conservative peak
         after = measure_cpu_peak()
         peaks = {k: max(peaks_before[k], after[k]) for k in after}
@@ -106,7 +142,8 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
         result["peak_table"] = {k: v for k, v in ACCELERATOR_PEAKS.items() if k.lower() in kind}
     result["mfu"] = achieved / result["peak_flops"]
     if config.parallel.pipeline > 1:
-        result.update(bubble_measured=measure_bubble(config, mesh, state.params, batches[0]["inputs"]),
+        inputs = batches[0]["inputs"] if per_call == 1 else batches[0]["inputs"][0]
+        result.update(bubble_measured=measure_bubble(config, mesh, state.params, inputs),
                       bubble_theory=pipeline_for(config).bubble)
     return result
 
@@ -149,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--against", choices=["torch"], default=None,
+                        help="also time a plain eager PyTorch GPT of the same shape, interleaved, and print the ratio")
     parser.add_argument("--layouts", action="store_true",
                         help="time a small 8-layer model under every standard layout on 8 simulated devices")
     args = parser.parse_args(argv)
@@ -166,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             from research.configs import load_config
 
             config = load_config(args.config, args.overrides)
-        r = benchmark(config, steps=args.steps, warmup=args.warmup)
+        r = benchmark(config, steps=args.steps, warmup=args.warmup, against=args.against)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -175,8 +214,14 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {r['batch']} x seq {r['seq_len']}, {r['compute_dtype']}")
     print(f"compile         {r['compile_s']:.1f} s")
     print(f"step            {r['step_s_median'] * 1e3:.1f} ms "
-          f"(median of {args.steps}; min {r['step_s_min'] * 1e3:.1f})")
+          f"(median of {len(r.get('ratios_vs_torch', [0])) * args.steps}; min {r['step_s_min'] * 1e3:.1f}; "
+          f"{r['steps_per_call']} per compiled call)")
     print(f"tokens/s        {r['tokens_per_s']:,.0f}")
+    if "ratio_vs_torch" in r:
+        rounds = ", ".join(f"{x:.2f}" for x in r["ratios_vs_torch"])
+        print(f"PyTorch eager   {r['torch_tokens_per_s']:,.0f} tokens/s ({r['torch_step_s_median'] * 1e3:.1f} ms/step, "
+              f"torch {r['torch_version']}, {r['torch_threads']} threads)")
+        print(f"ratio           {r['ratio_vs_torch']:.2f}x PyTorch (median over interleaved rounds: {rounds})")
     print(f"FLOPs/token     {r['flops_per_token'] / 1e6:.1f}M  (6 N_non-embedding + 12 L H d_head T)")
     print(f"achieved        {r['achieved_flops'] / 1e9:,.1f} GFLOP/s")
     if "peak_numpy_matmul" in r:

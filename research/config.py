@@ -18,6 +18,9 @@ from typing import Any, Literal
 BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.ByteTokenizer)
 
 
+EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
+
+
 class ConfigError(ValueError):
     """An impossible configuration: the message names the field, its value and how to fix it."""
 
@@ -211,6 +214,9 @@ class TrainConfig:
     eval_batches: int = 4
     checkpoint_every: int = 100  # also saves at the end and on SIGTERM / SIGINT
     keep_checkpoints: int = 2
+    # optimizer steps per compiled call (a loop on the device); None: enough that small models are not dispatch-bound.
+    # Every value gives bitwise the same run, so, like the parallel layout, it is not part of the run id.
+    steps_per_call: int | None = None
 
     def __post_init__(self) -> None:
         if (self.steps is None) == (self.tokens is None):
@@ -224,6 +230,8 @@ class TrainConfig:
                 _check_positive(f"train.{name}", getattr(self, name))
         for name in ("accum_steps", "log_every", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
             _check_positive(f"train.{name}", getattr(self, name))
+        if self.steps_per_call is not None:
+            _check_positive("train.steps_per_call", self.steps_per_call)
         _check_positive("train.z_loss", self.z_loss, allow_zero=True)
 
 
@@ -342,9 +350,11 @@ class RunConfig:
         return cls.from_dict(json.loads(s))
 
     def run_id(self) -> str:
-        """Stable 12-hex-digit hash of the canonical JSON, parallel layout excluded: every layout computes the same
-        numbers and checkpoints restore onto any mesh, so a run moved to other hardware keeps its id."""
+        """Stable 12-hex-digit hash of the canonical JSON, execution choices excluded: every parallel layout and every
+        train.steps_per_call computes the same numbers and checkpoints restore onto any mesh, so a run moved to other
+        hardware keeps its id."""
         semantic = {k: v for k, v in self.to_dict().items() if k != "parallel"}
+        semantic["train"] = {k: v for k, v in semantic["train"].items() if k not in EXECUTION_ONLY_TRAIN_FIELDS}
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

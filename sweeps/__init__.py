@@ -9,9 +9,9 @@ import importlib
 _EXPORTS = {
     "sweeps.spec": ["Budget", "Grid", "Point", "Resources", "Sweep", "SweepError", "axis", "points", "product",
                     "zipped"],
-    "sweeps.scaling": ["BatchPowerLaw", "LrInverseWidth", "LrPowerLaw", "Rule", "Scale", "ShapeRule",
-                       "WarmupFraction", "flop_budgets", "isoflop", "preset_ladder", "rule", "token_budgets",
-                       "tokens_per_param", "width_ladder"],
+    "sweeps.scaling": ["BatchPowerLaw", "LrComputePowerLaw", "LrInverseWidth", "LrPowerLaw", "OptimumGuess", "Rule",
+                       "Scale", "ShapeRule", "WarmupFraction", "flop_budgets", "isoflop", "isoflop_around",
+                       "preset_ladder", "rule", "sizes_around", "token_budgets", "tokens_per_param", "width_ladder"],
     "sweeps.expansion": ["Dropped", "Expansion", "RunSpec", "expand", "run_name"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

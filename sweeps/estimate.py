@@ -11,9 +11,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-DEFAULT_LATENCY_S = 0.005  # per step: dispatch, batch assembly, the loss read-back
-DEFAULT_RATE = 2.4e10  # achieved training FLOP/s of small models on 2 cores (the demo sweep, warm: 24 GFLOP/s)
-DEFAULT_OVERHEAD_S = 5.0  # per run: ~1.5 s with a warm compilation cache, ~15-20 s for a shape never compiled
+# Least squares over the 20 runs of a cold demo sweep (sweeps/configs/demo.py, 2026-11-29): 486 s in all.
+DEFAULT_LATENCY_S = 0.00176  # per step: fixed work of a small model's step, dispatch amortised over steps_per_call
+DEFAULT_RATE = 3.2e10  # achieved training FLOP/s (exact count) of small models on 2 cores
+DEFAULT_OVERHEAD_S = 3.8  # per run: ~1.5 s with a warm compilation cache, ~8-10 s for a shape never compiled
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,62 @@ def isoflop(budgets: Iterable[float], models: Grid, flops: Literal["exact", "6n"
     return product(flop_budgets(budgets, flops, params, tolerance), models)
 
 
+@dataclass(frozen=True)
+class OptimumGuess:
+    """The expected compute-optimal size N*(C) = params x (C / flops) ** exponent (from a pilot or a smaller sweep)."""
+
+    params: float  # N* at `flops`
+    flops: float
+    exponent: float = 0.5
+
+    def __call__(self, budget: float) -> float:
+        return self.params * (budget / self.flops) ** self.exponent
+
+
+def sizes_around(target: float, sizes: list[float], count: int, decades: float = 1.0) -> list[int]:
+    """Indices of `count` distinct entries of the ascending `sizes` nearest (in log) to `count` targets spaced evenly
+    over `decades` and centred on `target`; the window slides inward at the ladder's ends."""
+    if count > len(sizes):
+        raise SweepError(f"{count} sizes per budget, but the ladder has only {len(sizes)}. Fix: add widths or ask for "
+                         "fewer sizes")
+    logs = [math.log10(s) for s in sizes]
+    offsets = [decades * (i / (count - 1) - 0.5) for i in range(count)] if count > 1 else [0.0]
+    chosen: list[int] = []
+    for offset in offsets:
+        want = math.log10(target) + offset
+        free = [i for i in range(len(sizes)) if i not in chosen and (not chosen or i > chosen[-1])]
+        if len(free) < count - len(chosen):
+            raise SweepError(f"the ladder has too few sizes above {sizes[chosen[-1]]:.3g} for {count} sizes around "
+                             f"{target:.3g}. Fix: add larger widths")
+        free = free[:len(free) - (count - len(chosen) - 1)]  # leave room for the sizes still to choose
+        chosen.append(min(free, key=lambda i: abs(logs[i] - want)))
+    return chosen
+
+
+def isoflop_around(budgets: Iterable[float], widths: Iterable[int], rule: ShapeRule, base: ModelConfig,
+                   optimum: OptimumGuess, sizes_per_budget: int = 5, decades: float = 1.0,
+                   flops: Literal["exact", "6n"] = "6n", params: Literal["total", "non_embedding"] = "total",
+                   tolerance: float = 0.05) -> Grid:
+    """An IsoFLOP grid that trains, at each budget C, `sizes_per_budget` widths of the ladder spread over `decades` of
+    N and centred (in log N) on the expected optimum N*(C): every budget samples both sides of its minimum, and no run
+    is spent orders of magnitude away from it. `base` supplies the model fields the shape rule leaves alone."""
+    ladder = sorted(int(w) for w in widths)
+    counts = []
+    for w in ladder:
+        model = dataclasses.replace(base, **{k.split(".", 1)[1]: v for k, v in rule.shape(w).items()})
+        counts.append(model_params(model, params))
+    if counts != sorted(counts):
+        raise SweepError(f"widths {ladder} do not give increasing parameter counts {counts} under {rule.name}")
+    grid = None
+    for c in budgets:
+        chosen = [ladder[i] for i in sizes_around(optimum(c), counts, sizes_per_budget, decades)]
+        part = isoflop([c], width_ladder(chosen, rule), flops, params, tolerance)
+        grid = part if grid is None else grid + part
+    if grid is None:
+        raise SweepError("isoflop_around needs at least one budget")
+    return grid
+
+
 # ---- hyperparameters that follow size ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Scale:
@@ -167,6 +223,20 @@ class LrPowerLaw(Rule):
     def __call__(self, config, scale):
         n = scale.params if self.params == "total" else scale.params_non_embedding
         return {"optim.lr": self.base_lr * (n / self.base_params) ** self.exponent}
+
+
+@dataclass(frozen=True)
+class LrComputePowerLaw(Rule):
+    """lr = base_lr x (C / base_flops) ** exponent, C the point's training-FLOP target: DeepSeek LLM (2024) fit
+    lr_opt = 0.3118 C^-0.125 across model sizes, so every size of one IsoFLOP budget shares a learning rate."""
+
+    base_lr: float = 0.3118
+    base_flops: float = 1.0
+    exponent: float = -0.125
+    name = "lr_compute_power_law"
+
+    def __call__(self, config, scale):
+        return {"optim.lr": self.base_lr * (scale.flops / self.base_flops) ** self.exponent}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """The base run of every ablation at each scale: one shared model, data, optimiser and token budget per scale.
 
 tiny: byte-level Shakespeare, d_model 96 (4 heads of 24), 2 layers, 64-token windows, batch 16, 200 steps (205K
-tokens): a run takes about 20 s on an idle 2-core CPU. small: the same recipe at ~10M parameters and 33M tokens, for a
-GPU or a Slurm partition. head_dim is a multiple of 3 and d_ff = 8/3 d_model is a whole number at both scales, so
-GLU and GQA/MQA variants can be matched to exact parameter counts (see experiments.ablations.catalog).
+tokens, 0.8 tokens per parameter): a run takes about 20 s on an idle 2-core CPU. chinchilla: d_model 72 (4 heads of
+18), 2 layers, 0.14M parameters trained on 20 tokens per parameter, about a minute per run. small: the same recipe
+at ~10M parameters and 33M tokens, for a GPU or a Slurm partition. head_dim is a multiple of 3 and d_ff = 8/3
+d_model is a whole number at every scale, so GLU and GQA/MQA variants can be matched to exact parameter counts (see
+experiments.ablations.catalog).
 """
 
 from __future__ import annotations
@@ -44,6 +46,19 @@ def _tiny() -> RunConfig:
     )
 
 
+def _chinchilla() -> RunConfig:
+    """0.14M parameters trained on 20 tokens per parameter (Hoffmann et al.'s compute-optimal ratio): 2.9M tokens,
+    batch 8 x 64 and lr 6e-3, both from the demo's pilot (sweeps/configs/demo.py): at these losses batch 16 already
+    costs 0.14 nats at a fixed budget, and lr 0.005-0.01 lies in one flat optimum."""
+    return RunConfig(
+        model=ModelConfig(d_model=72, n_layers=2, n_heads=4, d_ff=192, max_seq_len=256),
+        data=DataConfig(source="shakespeare", seq_len=64),
+        optim=OptimConfig(lr=6e-3, schedule="cosine", warmup_steps=280, min_lr_ratio=0.1),
+        train=TrainConfig(steps=5600, batch_size=8, log_every=50, eval_every=1000, eval_batches=32,
+                          checkpoint_every=1000, keep_checkpoints=1),
+    )
+
+
 def _small() -> RunConfig:
     return RunConfig(
         model=ModelConfig(d_model=384, n_layers=6, n_heads=8, d_ff=1024, max_seq_len=1024),
@@ -56,6 +71,8 @@ def _small() -> RunConfig:
 
 SCALES: dict[str, Scale] = {
     "tiny": Scale("tiny", "0.25M params, 205K tokens, Shakespeare bytes: minutes on a 2-core CPU", _tiny(), _CPU),
+    "chinchilla": Scale("chinchilla", "0.14M params, 20 tokens/param (2.9M tokens), Shakespeare bytes: ~1 min per "
+                        "run on a 2-core CPU", _chinchilla(), _CPU),
     "small": Scale("small", "~10M params, 33M tokens, Shakespeare bytes: a GPU or Slurm partition", _small(), _CPU),
 }
 

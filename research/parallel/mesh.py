@@ -61,9 +61,10 @@ def axes_size(axes, axis_sizes: dict[str, int]) -> int:
     return int(np.prod([axis_sizes[a] for a in names])) if names else 1
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Token batches [batch, T]: rows over data x fsdp, replicated elsewhere."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None))
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """Token batches [batch, T] (stacked: [steps, batch, T]): rows over data x fsdp, replicated elsewhere."""
+    rows = PartitionSpec(("data", "fsdp"), None)
+    return NamedSharding(mesh, PartitionSpec(None, *rows) if stacked else rows)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

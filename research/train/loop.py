@@ -29,7 +29,7 @@ from research.train.metrics import MetricsLog, Progress, write_json_atomic
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
-from research.train.step import compile_train_step, eval_step_for
+from research.train.step import compile_train_step, eval_step_for, steps_per_call
 
 jax.config.update("jax_threefry_partitionable", True)  # initial values independent of the mesh
 
@@ -46,6 +46,7 @@ class RunSummary:
     params: int
     params_non_embedding: int
     tokens: int  # D: tokens trained on so far
+    epochs: float  # D / the training split's tokens: how often the run saw its data
     flops: float  # C, exact (see flop_convention)
     flops_6nd: float
     flops_per_token: int
@@ -155,12 +156,12 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     pad_id = data.tokenizer.pad_id
     seq_len, global_batch = config.data.seq_len, config.batch_size
     batch_spec = batch_sharding(mesh)
-    train_step = compile_train_step(config, mesh, shardings, abstract, pad_id)
+    max_steps = steps_per_call(config)
+    train_step = compile_train_step(config, mesh, shardings, abstract, pad_id, max_steps)
     eval_step = eval_step_for(config, mesh, abstract.params, pad_id)
 
-    def global_batch_at(batch: dict) -> dict:
-        return {k: jax.make_array_from_process_local_data(batch_spec, np.asarray(v, np.int32))
-                for k, v in batch.items()}
+    def global_batch_at(batch: dict, spec=batch_spec) -> dict:
+        return {k: jax.make_array_from_process_local_data(spec, np.asarray(v, np.int32)) for k, v in batch.items()}
 
     def evaluate(params) -> float:
         rows = global_batch // config.train.accum_steps
@@ -187,27 +188,50 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                 "wall_time_s": previous["wall_time_s"] + time.perf_counter() - started,
                 "train_time_s": previous["train_time_s"] + train_time}
 
-    def train_batch(at_step: int) -> dict:
-        batch = data.train_batch(at_step, global_batch, config.seed, jax.process_index(), jax.process_count())
-        return global_batch_at(batch)
+    every = (config.train.log_every, config.train.eval_every, config.train.checkpoint_every)
+
+    def call_length(at: int) -> int:
+        """Steps in the call starting at step `at`: at most max_steps, ending at the next log, eval or checkpoint
+        step (and at stop_after_steps), so everything between calls happens where it would between single steps."""
+        ends = [total, *((at // k + 1) * k for k in every)]
+        if stop_after_steps is not None:
+            ends.append(max(stop_after_steps, at + 1))
+        return min(max_steps, min(ends) - at)
+
+    def call_inputs(at: int, n: int) -> tuple:
+        """The batches and learning rates of steps at .. at + n - 1, as the compiled step takes them."""
+        batches = [data.train_batch(at + i, global_batch, config.seed, jax.process_index(), jax.process_count())
+                   for i in range(n)]
+        if max_steps == 1:
+            return global_batch_at(batches[0]), np.float32(schedule(at))
+        pad = [{k: np.zeros_like(v) for k, v in batches[0].items()}] * (max_steps - n)
+        stacked = {k: np.stack([b[k] for b in batches + pad]) for k in batches[0]}  # [max_steps, rows, T]
+        lrs = np.zeros(max_steps, np.float32)
+        lrs[:n] = schedule(np.arange(at, at + n))
+        return global_batch_at(stacked, batch_sharding(mesh, stacked=True)), lrs, np.int32(n)
 
     with _StopSignals() as signals:
-        batch = train_batch(step) if step < total else None
+        n = call_length(step) if step < total else 0
+        inputs = call_inputs(step, n) if n else None
         while step < total:
             t0 = time.perf_counter()
             with activate(mesh):
-                state, metrics = train_step(state, batch, np.float32(schedule(step)), seed)
-            if step + 1 < total:  # the next batch is a pure function of its step: build it while this step runs
-                batch = train_batch(step + 1)
-            loss, grad_norm = (float(v) for v in jax.device_get((metrics["loss"], metrics["grad_norm"])))
+                state, metrics = train_step(state, *inputs, seed)
+            next_n = call_length(step + n) if step + n < total else 0
+            if next_n:  # the next batches are a pure function of their steps: build them while this call runs
+                inputs = call_inputs(step + n, next_n)
+            losses, norms = (np.atleast_1d(v)[:n].tolist() for v in jax.device_get((metrics["loss"],
+                                                                                     metrics["grad_norm"])))
             elapsed = time.perf_counter() - t0
-            step += 1
             train_time += elapsed
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            bad = next((i for i in range(n) if not (math.isfinite(losses[i]) and math.isfinite(norms[i]))), None)
+            if bad is not None:
+                step += bad + 1
                 status, diverged_at = "diverged", step
                 break
+            step, n = step + n, next_n
             interval_time += elapsed
-            interval_losses.append(loss)
+            interval_losses += losses
             is_last = step == total
             record = None
             if step % config.train.log_every == 0 or is_last:
@@ -215,7 +239,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                 mfu = tokens_per_s * flops_per_token_mfu / peak
                 last_loss = float(np.mean(interval_losses))
                 record = {"step": step, "tokens": step * config.tokens_per_step, "loss": last_loss,
-                          "lr": float(schedule(step - 1)), "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                          "lr": float(schedule(step - 1)), "grad_norm": norms[-1], "tokens_per_s": tokens_per_s,
                           "mfu": mfu}
                 interval_time, interval_losses = 0.0, []
             if step % config.train.eval_every == 0 or is_last:
@@ -244,7 +268,8 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     tokens = step * config.tokens_per_step
     summary = RunSummary(
         run_id=config.run_id(), config_hash=hashlib.sha256(config.to_json(None).encode()).hexdigest(),
-        status=status, step=step, steps=total, **run_flops(config.model, seq_len, tokens),
+        status=status, step=step, steps=total, epochs=tokens / max(data.num_train_tokens, 1),
+        **run_flops(config.model, seq_len, tokens),
         final_train_loss=last_loss, final_eval_loss=last_eval,
         wall_time_s=previous["wall_time_s"] + time.perf_counter() - started,
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,

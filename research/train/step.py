@@ -12,6 +12,7 @@ import optax
 
 from research.config import RunConfig
 from research.model import Transformer
+from research.model.flops import train_flops_per_token
 from research.train.compile_cache import compile_lowered
 from research.train.executables import ExecutableCache
 from research.train.optimizer import SCHEDULE_FIELDS, apply_learning_rate, make_optimizer
@@ -72,6 +73,40 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
     return step
 
 
+def make_multi_step(step, steps: int):
+    """multi(state, batches, lrs, n, seed) -> (state, metrics): `step` applied to the first n (<= steps) of the stacked
+    batches {"inputs", "targets"}: int32 [steps, global_batch, T] with lrs float32 [steps]; metrics [steps] each
+    (entries from n on are 0). One call runs n optimizer steps in a device loop, so a small model pays the host's
+    dispatch and synchronisation once per call instead of once per step. The loop body is `step` itself: any n, and
+    any split of a run into calls, gives bitwise the same numbers (tests/train/test_steps_per_call.py)."""
+
+    def multi(state: TrainState, batches: dict, lrs: jnp.ndarray, n: jnp.ndarray, seed: jnp.ndarray):
+        def body(i, carry):
+            state, losses, norms = carry
+            batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batches)
+            state, metrics = step(state, batch, lrs[i], seed)
+            return state, losses.at[i].set(metrics["loss"]), norms.at[i].set(metrics["grad_norm"])
+
+        zeros = jnp.zeros((steps,), jnp.float32)
+        state, losses, norms = jax.lax.fori_loop(0, n, body, (state, zeros, zeros))
+        return state, {"loss": losses, "grad_norm": norms}
+
+    return multi
+
+
+MAX_STEPS_PER_CALL = 32
+FLOPS_PER_CALL = 2e10  # about 0.1 s of a 2-core CPU: dispatch (~ms) becomes noise, and a stop signal waits little
+
+
+def steps_per_call(config: RunConfig) -> int:
+    """train.steps_per_call, or by default as many steps (up to 32) as fit in FLOPS_PER_CALL training FLOPs:
+    1 for models whose single step already dwarfs the per-call overhead."""
+    if config.train.steps_per_call is not None:
+        return config.train.steps_per_call
+    step_flops = train_flops_per_token(config.model, config.data.seq_len) * config.tokens_per_step
+    return max(1, min(MAX_STEPS_PER_CALL, int(FLOPS_PER_CALL // step_flops)))
+
+
 _EVAL_STEPS = ExecutableCache()
 
 
@@ -119,30 +154,36 @@ def shape_signature(config: RunConfig) -> dict:
             "pipeline": repr(pipeline_for(config))}
 
 
-def step_signature(config: RunConfig, pad_id: int, mesh) -> str:
+def step_signature(config: RunConfig, pad_id: int, mesh, steps: int = 1) -> str:
     """Everything a compiled train step depends on; runs that agree on it share one executable."""
-    return json.dumps(shape_signature(config) | {"pad_id": pad_id, "mesh": dict(mesh.shape),
+    return json.dumps(shape_signature(config) | {"pad_id": pad_id, "mesh": dict(mesh.shape), "steps": steps,
                                                  "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
 
 
-def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int):
+def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int, steps: int = 1):
     """Jit with explicit shardings (state donated), compile ahead of time (so timing never includes it), and keep
-    the executable for later runs of the same shapes: compiled(state, batch, lr, seed)."""
+    the executable for later runs of the same shapes. steps == 1: compiled(state, batch, lr, seed);
+    steps > 1: compiled(state, batches, lrs, n, seed), `make_multi_step`'s loop of up to `steps` steps."""
     from research.parallel import activate, batch_sharding, replicated
     from research.parallel.pipeline import model_for
 
     def build():
         model, tx = model_for(config), make_optimizer(config.optim)  # the plain stack, or run as a pipeline
-        batch_spec = batch_sharding(mesh)
-        abstract_batch = {k: jax.ShapeDtypeStruct((config.batch_size, config.data.seq_len), jnp.int32,
+        step = make_train_step(config, model, tx, pad_id)
+        lead = () if steps == 1 else (steps,)
+        batch_spec = batch_sharding(mesh, stacked=steps > 1)
+        abstract_batch = {k: jax.ShapeDtypeStruct(lead + (config.batch_size, config.data.seq_len), jnp.int32,
                                                   sharding=batch_spec) for k in ("inputs", "targets")}
-        scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated(mesh))  # noqa: E731
+        scalar = lambda dtype, shape=(): jax.ShapeDtypeStruct(shape, dtype, sharding=replicated(mesh))  # noqa: E731
         metric_sharding = {"loss": replicated(mesh), "grad_norm": replicated(mesh)}
+        args = [abstract_state, abstract_batch, scalar(jnp.float32, lead)]
+        if steps > 1:
+            step = make_multi_step(step, steps)
+            args.append(scalar(jnp.int32))  # n
+        args.append(scalar(jnp.int32))  # seed
         with activate(mesh):
-            jitted = jax.jit(make_train_step(config, model, tx, pad_id),
-                             in_shardings=(shardings, batch_spec, replicated(mesh), replicated(mesh)),
+            jitted = jax.jit(step, in_shardings=(shardings, batch_spec) + (replicated(mesh),) * (len(args) - 2),
                              out_shardings=(shardings, metric_sharding), donate_argnums=0)
-            lowered = jitted.lower(abstract_state, abstract_batch, scalar(jnp.float32), scalar(jnp.int32))
-            return compile_lowered(lowered, mesh.devices.flat[0].platform)
+            return compile_lowered(jitted.lower(*args), mesh.devices.flat[0].platform)
 
-    return _TRAIN_STEPS.get(step_signature(config, pad_id, mesh), build)
+    return _TRAIN_STEPS.get(step_signature(config, pad_id, mesh, steps), build)

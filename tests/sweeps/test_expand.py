@@ -185,7 +185,7 @@ def test_plan_cli_prints_the_table_and_errors_cleanly(tmp_path):
     header = res.stdout.splitlines()[1]
     for column in ("N", "D", "C", "D/N", "est"):
         assert f" {column} " in f" {header} "
-    assert "12 runs" in res.stdout and "decades" in res.stdout
+    assert "20 runs" in res.stdout and "decades" in res.stdout
     bad = tmp_path / "bad.py"
     bad.write_text("from sweeps import Sweep, axis\nfrom research.config import RunConfig\n"
                    "def sweep():\n    return Sweep('bad', RunConfig(), axis('optim.lrr', [1.0]))\n")

@@ -33,4 +33,4 @@ def assert_trees_bitwise_equal(a, b) -> None:
     assert tree_a == tree_b
     for x, y in zip(flat_a, flat_b):
         assert x.dtype == y.dtype and x.shape == y.shape
-        assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), "parameters differ bitwise"
+        assert np.array_equal(x.reshape(-1).view(np.uint8), y.reshape(-1).view(np.uint8)), "parameters differ bitwise"
