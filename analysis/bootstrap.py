@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import optim
-from analysis.chinchilla import PARAMS, allocation, d_opt, n_opt
 from analysis.fit import run_starts
-from analysis.forms import chinchilla_loss, get_form
+from analysis.forms import PARAMS, allocation, chinchilla_loss, d_opt, get_form, n_opt
 
 # A resample starts next to its optimum (the full-data fit), where scipy's absolute stopping rule (while |f| < 1)
 # would stop at once; its stop is therefore relative: f changes by under 1e-10 of |f| or max|g| <= 1e-5.

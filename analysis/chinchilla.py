@@ -14,31 +14,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import bootstrap
 from analysis.fit import FitDiagnostics, FormFit, fit_form
-from analysis.forms import chinchilla_loss, get_form
+from analysis.forms import PARAMS, allocation, chinchilla_loss, d_opt, get_form, n_opt
 from analysis.load import Convention, fit_columns
 
-PARAMS = ("E", "A", "B", "alpha", "beta")
-
-
-def allocation(E, A, B, alpha, beta, flops_coefficient: float = 6.0) -> dict:
-    """Compute-optimal exponents and scale of Hoffmann et al.'s eq. 4 (works elementwise on arrays too)."""
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # degenerate fits: inf / nan, not warnings
-        a = beta / (alpha + beta)
-        b = alpha / (alpha + beta)
-        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-    return {"a": a, "b": b, "G": G}
-
-
-def n_opt(C, E, A, B, alpha, beta, flops_coefficient: float = 6.0):
-    al = allocation(E, A, B, alpha, beta)
-    return al["G"] * (np.asarray(C, float) / flops_coefficient) ** al["a"]
-
-
-def d_opt(C, E, A, B, alpha, beta, flops_coefficient: float = 6.0):
-    al = allocation(E, A, B, alpha, beta)
-    return (np.asarray(C, float) / flops_coefficient) ** al["b"] / al["G"]
-
+__all__ = ["PARAMS", "ChinchillaFit", "allocation", "d_opt", "fit_chinchilla", "n_opt"]
 
 @dataclass
 class ChinchillaFit:
@@ -164,6 +145,5 @@ def fit_chinchilla(N, D=None, loss=None, *, delta: float = 1e-3, reduction: Lite
                         convention=convention.to_dict(), flops_coefficient=convention.flops_coefficient,
                         dropped=dropped)
     if n_bootstrap:
-        from analysis.bootstrap import bootstrap
         out.bootstrap = bootstrap(out, n_samples=n_bootstrap, seed=seed, level=level, C=bootstrap_C)
     return out

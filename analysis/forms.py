@@ -31,6 +31,28 @@ def chinchilla_loss(N, D, E, A, B, alpha, beta):
     return E + A * N ** -alpha + B * D ** -beta
 
 
+PARAMS = ("E", "A", "B", "alpha", "beta")  # the Chinchilla law's parameters, in order
+
+
+def allocation(E, A, B, alpha, beta, flops_coefficient: float = 6.0) -> dict:
+    """Compute-optimal exponents and scale of Hoffmann et al.'s eq. 4 (works elementwise on arrays too)."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # degenerate fits: inf / nan, not warnings
+        a = beta / (alpha + beta)
+        b = alpha / (alpha + beta)
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+    return {"a": a, "b": b, "G": G}
+
+
+def n_opt(C, E, A, B, alpha, beta, flops_coefficient: float = 6.0):
+    al = allocation(E, A, B, alpha, beta)
+    return al["G"] * (np.asarray(C, float) / flops_coefficient) ** al["a"]
+
+
+def d_opt(C, E, A, B, alpha, beta, flops_coefficient: float = 6.0):
+    al = allocation(E, A, B, alpha, beta)
+    return (np.asarray(C, float) / flops_coefficient) ** al["b"] / al["G"]
+
+
 def kaplan_loss(N, D, Nc, Dc, alpha_N, alpha_D):
     """Kaplan et al. (2020), eq. 1.5: L(N, D) = [(Nc / N)^(alpha_N / alpha_D) + Dc / D]^alpha_D."""
     return ((Nc / N) ** (alpha_N / alpha_D) + Dc / D) ** alpha_D

@@ -1,2 +1,2 @@
-"""Named run configs (configs/), published and CPU-ladder shapes (presets.py) and the architecture ablations
-(ablations/, `python -m experiments list|run|report`)."""
+"""Named run configs (configs/) and the architecture ablations (ablations/, `python -m experiments list|run|report`);
+the published and CPU-ladder shapes are research.presets."""

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from research.presets import model as preset_model
 
 BENCH_RUN = dict(batch_size=8, seq_len=512)  # the core-run issue's target shape
 
@@ -38,9 +39,8 @@ LAYOUT_MODEL = ["model.d_model=128", "model.n_layers=8", "model.n_heads=4", "mod
 
 
 def default_config() -> RunConfig:
-    from experiments.presets import model
 
-    return RunConfig(model=model("bench-25m"), data=DataConfig(seq_len=BENCH_RUN["seq_len"]),
+    return RunConfig(model=preset_model("bench-25m"), data=DataConfig(seq_len=BENCH_RUN["seq_len"]),
                      train=TrainConfig(steps=100, batch_size=BENCH_RUN["batch_size"]))
 
 

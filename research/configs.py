@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
+from research import presets
 from research.config import ConfigError, RunConfig
 
 
@@ -27,7 +28,6 @@ def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
     elif path.suffix in (".py", ".json"):
         raise ConfigError(f"--config {spec}: no such file. Fix: check the path, e.g. experiments/configs/tiny.py.")
     else:
-        presets = importlib.import_module("experiments.presets")  # the named shapes live with the experiments
         try:
             config = presets.run_config(spec)
         except KeyError as e:

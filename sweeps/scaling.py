@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from research.config import ModelConfig, RunConfig
 from research.model.flops import count_params, train_flops_per_token
+from research.presets import model as preset_model
 from sweeps.spec import Budget, Grid, Point, SweepError, product
 
 
@@ -61,13 +62,11 @@ def width_ladder(widths: Iterable[int], rule: ShapeRule = ShapeRule()) -> Grid:
 
 
 def preset_ladder(names: Iterable[str]) -> Grid:
-    """Model sizes from named presets (experiments.presets), replacing the base's model section."""
-    from experiments.presets import model
-
+    """Model sizes from named presets (research.presets), replacing the base's model section."""
     pts = []
     for name in names:
         try:
-            shape = model(name)
+            shape = preset_model(name)
         except KeyError as e:
             raise SweepError(str(e.args[0])) from None
         pts.append(Point((("model", shape),), tags=(("model", name),)))

@@ -77,14 +77,14 @@ def benchmark(cfg: ModelConfig, batches=(1, 16), new_tokens=(32, 128, 256), prom
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.infer.bench", description=__doc__)
-    parser.add_argument("--config", default="bench-25m", help="a model preset (experiments.presets)")
+    parser.add_argument("--config", default="bench-25m", help="a model preset (research.presets)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[32, 128, 256])
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--no-cache-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    from experiments.presets import model as preset
+    from research.presets import model as preset
 
     try:
         cfg = preset(args.config)

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from experiments.presets import PUBLISHED, PUBLISHED_PARAMS
 from research.config import ModelConfig
 from research.model.flops import count_params, flops_6nd, mfu_flops_per_token, run_flops, train_flops_per_token
 from research.model.transformer import Transformer
+from research.presets import PUBLISHED, PUBLISHED_PARAMS
 
 from .harness import abstract_params, fast_jit, replace, tiny
 

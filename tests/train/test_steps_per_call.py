@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from research.data import load_data
 from research.model import Transformer
 from research.parallel import activate, batch_sharding, make_mesh
 from research.train import run
@@ -78,6 +79,7 @@ def test_runs_with_steps_per_call_are_bitwise_equal(small_corpus, tmp_path, devi
     assert [(r["step"], r.get("loss"), r.get("eval_loss")) for r in log5] == \
            [(r["step"], r.get("loss"), r.get("eval_loss")) for r in log1]
     assert s5.final_train_loss == s1.final_train_loss and s5.final_eval_loss == s1.final_eval_loss
+    assert s1.epochs == s1.tokens / load_data(config.data).num_train_tokens  # summary.json: how often data was seen
 
 
 def test_default_steps_per_call_follows_step_cost():
