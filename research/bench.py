@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.layouts:
             if jax.device_count() < 8:
-                from research.parallel.plan import simulate_devices
+                from research.train.plan import simulate_devices
 
                 return simulate_devices("research.bench", sys.argv[1:] if argv is None else argv, 8)
             print_layouts(benchmark_layouts(args.steps, args.warmup, args.overrides))

@@ -30,9 +30,6 @@ ALLOWED = {
 }
 # (importing module, imported module) edges DESIGN forbids that the code still has (issue #19)
 KNOWN = {
-    ("research.parallel.plan", "research.train.optimizer"),  # the planner compiles the train step:
-    ("research.parallel.plan", "research.train.state"),  # it belongs beside it in research/train
-    ("research.parallel.plan", "research.train.step"),
     ("research.infer.load", "research.train.restore"),  # until train.setup exists
     ("research.interop.convert", "research.train.restore"),
     ("research.interop.rundir", "research.parallel"),

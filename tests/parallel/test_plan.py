@@ -8,7 +8,7 @@ import jax
 import pytest
 
 from research.config import ConfigError, ParallelConfig
-from research.parallel.plan import check_layout, main, parse_bytes, plan
+from research.train.plan import check_layout, main, parse_bytes, plan
 from tests.parallel.test_layouts import needs_8
 from tests.parallel.test_pipeline import PP_LAYOUTS, _config, _expected_bytes_per_device
 

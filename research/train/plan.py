@@ -1,4 +1,4 @@
-"""python -m research.parallel.plan --config CONFIG --devices N [--set k=v ...] [--device-memory 80GB]: will it fit?
+"""python -m research.train.plan --config CONFIG --devices N [--set k=v ...] [--device-memory 80GB]: will it fit?
 
 Per-device bytes of parameters, optimiser state and activations for the config's layout on N devices, and whether
 they fit a device's memory. The real train step is lowered and compiled ahead of time on abstract shapes (nothing
@@ -21,6 +21,12 @@ from dataclasses import dataclass
 import jax
 
 from research.config import ConfigError, RunConfig
+from research.configs import load_config
+from research.parallel import make_mesh
+from research.parallel.pipeline import model_for, pipeline_for
+from research.train.optimizer import make_optimizer
+from research.train.state import state_shardings
+from research.train.step import compile_train_step
 
 _CHILD = "SCALELAB_PLAN_CHILD"
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
@@ -63,8 +69,6 @@ def _shard_bytes(tree) -> int:
 
 def check_layout(config: RunConfig, devices: int) -> dict:
     """The mesh's axis sizes; a batch or layout that cannot split fails here, before anything is compiled."""
-    from research.parallel.pipeline import pipeline_for
-
     shape = config.parallel.mesh_shape(devices)
     pipeline_for(config)  # schedule / microbatch errors
     rows, shards = config.batch_size // config.train.accum_steps, shape["data"] * shape["fsdp"]
@@ -78,12 +82,6 @@ def check_layout(config: RunConfig, devices: int) -> dict:
 
 def plan(config: RunConfig, devices: list) -> Plan:
     """Compile the train step for `config` on `devices` from abstract shapes and read its memory."""
-    from research.parallel import make_mesh
-    from research.parallel.pipeline import model_for, pipeline_for
-    from research.train.optimizer import make_optimizer
-    from research.train.state import state_shardings
-    from research.train.step import compile_train_step
-
     check_layout(config, len(devices))
     mesh = make_mesh(config.parallel, devices)
     tx = make_optimizer(config.optim)
@@ -144,13 +142,12 @@ def simulate_devices(module: str, argv: list[str], devices: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m research.parallel.plan", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m research.train.plan", description=__doc__)
     parser.add_argument("--config", required=True, help="a preset, config file or run directory")
     parser.add_argument("--devices", type=int, required=True, help="device count of the layout to plan")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device-memory", default=None, help="memory per device, e.g. 80GB or 80GiB")
     args = parser.parse_args(argv)
-    from research.configs import load_config
 
     try:
         if args.devices < 1:
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
         check_layout(config, args.devices)  # before any compile or child process
         if jax.device_count() < args.devices:
-            return simulate_devices("research.parallel.plan", argv, args.devices)
+            return simulate_devices("research.train.plan", argv, args.devices)
         result = plan(config, jax.devices()[:args.devices])
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
