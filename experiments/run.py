@@ -12,11 +12,12 @@ from experiments.ablations import build
 from experiments.ablations.scales import ExperimentError
 from experiments.extrapolation import ensure_extrapolation
 from experiments.table import EXPERIMENT
+from research.files import write_json_atomic
 from sweeps.claims import STALE_AFTER_S
 from sweeps.expansion import expand
 from sweeps.manifest import Plan, plan_from_sweep, write_plan
 from sweeps.results import write_results
-from sweeps.rundir import read_json, run_state, write_json_atomic
+from sweeps.rundir import read_json, run_state
 from sweeps.runner import WorkerOptions
 from sweeps.spec import Resources
 

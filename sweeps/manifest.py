@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from research.config import RunConfig
+from research.files import write_json_atomic
 from sweeps.expansion import RunSpec
-from sweeps.rundir import POINT, read_json, write_json_atomic
+from sweeps.rundir import POINT, read_json
 from sweeps.spec import Resources, Sweep, SweepError
 
 MANIFEST = "sweep.json"

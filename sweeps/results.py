@@ -8,9 +8,9 @@ every rebuild reads all run directories, so the last writer's copy is complete.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from research.files import write_text_atomic
 from sweeps.rundir import FAILURE, POINT, SUMMARY, read_json
 
 RESULTS = "results.jsonl"
@@ -40,7 +40,5 @@ def collect(out: str | Path) -> list[dict]:
 def write_results(out: str | Path) -> Path:
     path = Path(out) / RESULTS
     rows = collect(out)
-    tmp = path.with_name(f".{RESULTS}.tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
     return path

@@ -17,18 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from research.files import write_json_atomic
 from sweeps.claims import is_stale, read_claim
 
 TERMINAL = ("complete", "diverged", "failed")
 POINT, ATTEMPTS, FAILURE, SUMMARY, METRICS = "point.json", "attempts.jsonl", "failure.json", "summary.json", \
     "metrics.jsonl"
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Temporary file + rename: readers see the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict | None:

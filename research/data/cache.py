@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from research.data.errors import DataError
+from research.files import write_text_atomic
 
 
 def cache_root() -> Path:
@@ -45,16 +46,6 @@ def file_digest(path: Path, root: Path) -> str:
     value = h.hexdigest()
     write_text_atomic(memo, value)
     return value
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory, then rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should be readable
-    os.replace(tmp, path)
 
 
 def save_tokens(entry: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:

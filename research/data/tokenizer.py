@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from research.data.cache import write_text_atomic
 from research.data.errors import DataError
+from research.files import write_text_atomic
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 SPECIALS = (BOS, EOS, PAD)  # BPE ids 0, 1, 2 (the trainer puts specials first); byte ids 256, 257, 258

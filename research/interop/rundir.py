@@ -54,10 +54,10 @@ def import_config(model: ModelConfig, tokenizer, overrides: list[str]) -> RunCon
 def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
     """Write the run directory `workdir` for the HF checkpoint `hf_dir`; returns its config and notes on specials."""
     from research.data import load_data
+    from research.files import write_json_atomic
     from research.model import Transformer
     from research.parallel import make_mesh
     from research.train.checkpoint import Checkpointer
-    from research.train.metrics import write_json_atomic
     from research.train.optimizer import make_optimizer
     from research.train.state import TrainState, state_shardings
 

@@ -19,13 +19,14 @@ import numpy as np
 
 from research.config import ConfigError, RunConfig
 from research.data import load_data
+from research.files import write_json_atomic
 from research.model import Transformer
 from research.model.flops import mfu_flops_per_token, run_flops
 from research.parallel import activate, batch_sharding, make_mesh
 from research.parallel.mesh import data_parallel_size
 from research.train.checkpoint import Checkpointer
 from research.train.host_memory import keep_freed_host_memory
-from research.train.metrics import MetricsLog, Progress, write_json_atomic
+from research.train.metrics import MetricsLog, Progress
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file and rename it: readers see the old file or the new one, never a torn one."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(x):
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return str(x)
+from research.files import write_text_atomic
 
 
 def _finite_or_none(x):
@@ -37,10 +24,7 @@ class MetricsLog:
         self.path, self.enabled = path, enabled
         kept = [r for r in read_jsonl(path) if r.get("step", 0) <= restored_step]
         if enabled:
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            with open(tmp, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
-            os.replace(tmp, path)
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
         self.records = kept
 
     def write(self, record: dict) -> None:

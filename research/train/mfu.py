@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.data.cache import cache_root
+from research.files import write_json_atomic
 
 # Dense peak FLOP/s per device (no sparsity), by compute dtype.
 ACCELERATOR_PEAKS = {
@@ -56,10 +56,7 @@ def cpu_peak_cached() -> float:
     except (OSError, ValueError, KeyError):
         pass
     result = measure_cpu_peak()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)
+    write_json_atomic(path, result)
     return result["peak"]
 
 
