@@ -379,16 +379,27 @@ def _from_dict(cls: type, d: dict, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _all_keys(cls: type, prefix: str = "") -> list[str]:
+def _all_keys(cls: type, prefix: str = "", sections: bool = False) -> list[str]:
     hints = typing.get_type_hints(cls)
     keys = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            keys += _all_keys(tp, f"{prefix}{f.name}.")
+            keys += ([prefix + f.name] if sections else []) + _all_keys(tp, f"{prefix}{f.name}.", sections)
         else:
             keys.append(prefix + f.name)
     return keys
+
+
+def config_keys(sections: bool = True) -> list[str]:
+    """Every dotted key of a RunConfig ('model.d_model', ...), with the sections themselves ('model') if asked."""
+    return _all_keys(RunConfig, "", sections)
+
+
+def check_key(key: str) -> None:
+    """ConfigError for a key that is no config field (nor a section), naming the closest valid key."""
+    if key not in config_keys():
+        _unknown_key(key, sorted(_all_keys(RunConfig)))
 
 
 def _unknown_key(key: str, valid: list[str]) -> None:
@@ -434,23 +445,36 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
-def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
-    """Return a new config with 'section.field=value' assignments applied (and validated)."""
+def set_fields(config: RunConfig, pairs) -> RunConfig:
+    """A new, validated config with (dotted key, value) pairs set: the one implementation of dotted overrides (the
+    CLI's --set and sweep axes both come here). A section's value may be a dataclass or a partial dict."""
     d = config.to_dict()
-    valid = _all_keys(RunConfig)
-    for assignment in assignments:
-        if "=" not in assignment:
-            raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. model.d_model=256")
-        key, value = assignment.split("=", 1)
-        key = key.strip()
-        if key not in valid:
-            _unknown_key(key, valid)
+    for key, value in pairs:
+        check_key(key)
         *path, leaf = key.split(".")
         node = d
         for part in path:
             node = node[part]
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            value = {**node[leaf], **value}
         node[leaf] = value
     return RunConfig.from_dict(d)
+
+
+def apply_overrides(config: RunConfig, assignments: list[str]) -> RunConfig:
+    """Return a new config with 'section.field=value' assignments applied (and validated)."""
+    pairs = []
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"override {assignment!r}: expected KEY=VALUE, e.g. model.d_model=256")
+        key, value = assignment.split("=", 1)
+        pairs.append((key.strip(), value))
+    for key, _ in pairs:  # a section cannot be set from a string
+        if key not in _all_keys(RunConfig):
+            _unknown_key(key, sorted(_all_keys(RunConfig)))
+    return set_fields(config, pairs)
 
 
 def _round_up(x: int, multiple: int) -> int:

@@ -9,7 +9,6 @@ A `Grid` is an ordered list of `Point`s. A point holds dotted overrides (`optim.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 import re
@@ -17,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from research.config import ConfigError, RunConfig
+from research.config import ConfigError, RunConfig, set_fields
+from research.config import check_key as config_check_key
 
 
 class SweepError(ValueError):
@@ -219,47 +219,19 @@ class Sweep:
 
 
 # ---- config keys ---------------------------------------------------------------------------------------------------
-def config_keys(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Every dotted key of a RunConfig, sections included ('model', 'model.d_model', ...)."""
-    keys = []
-    for f in dataclasses.fields(cls):
-        tp = _field_type(cls, f.name)
-        keys.append(prefix + f.name)
-        if dataclasses.is_dataclass(tp):
-            keys += config_keys(tp, f"{prefix}{f.name}.")
-    return keys
-
-
-def _field_type(cls: type, name: str):
-    import typing
-
-    return typing.get_type_hints(cls)[name]
-
-
 def check_key(key: str) -> None:
     """SweepError for a key that is no config field, with the closest valid key."""
-    valid = config_keys()
-    if key not in valid:
-        near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-        hint = f"did you mean {near[0]!r}?" if near else "keys look like 'model.d_model', 'optim.lr', 'train.steps'"
-        raise SweepError(f"unknown config field {key!r} in a sweep axis: {hint}")
+    try:
+        config_check_key(key)
+    except ConfigError as e:
+        raise SweepError(f"unknown config field {key!r} in a sweep axis: {str(e).split(': ', 1)[1]}") from None
 
 
 def apply_overrides(config: RunConfig, overrides: Iterable[tuple[str, Any]]) -> RunConfig:
-    """A new, validated config with dotted overrides set (a section value may be a dataclass or a partial dict)."""
-    d = config.to_dict()
-    for key, value in overrides:
-        *path, leaf = key.split(".")
-        node = d
-        for part in path:
-            node = node[part]
-        if dataclasses.is_dataclass(value):
-            value = dataclasses.asdict(value)
-        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
-            value = {**node[leaf], **value}
-        node[leaf] = value
+    """research.config.set_fields, with a failure reported as the sweep point that caused it."""
+    overrides = tuple(overrides)
     try:
-        return RunConfig.from_dict(d)
+        return set_fields(config, overrides)
     except (ConfigError, TypeError) as e:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in overrides)
         raise SweepError(f"point ({shown}) gives an invalid config: {e}") from None
