@@ -11,7 +11,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from research.config import ParallelConfig
+from research.config import ConfigError, ParallelConfig, RunConfig
 from research.parallel.rules import LOGICAL_AXIS_RULES, MESH_AXES
 
 
@@ -71,5 +71,23 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-    return mesh.shape["data"] * mesh.shape["fsdp"]
+def check_batch_split(config: RunConfig, shape: dict, processes: int = 1) -> None:
+    """ConfigError unless every microbatch (of accumulation, and of the pipeline) splits over data x fsdp of the mesh
+    `shape` and the global batch over the processes: checked before anything is read or compiled."""
+    rows = config.batch_size // config.train.accum_steps
+    dp = shape["data"] * shape["fsdp"]
+    if rows % dp:
+        raise ConfigError(
+            f"train.batch_size={config.batch_size}: each microbatch has {rows} sequences, which the "
+            f"{dp} data-parallel shards (parallel.data x parallel.fsdp) cannot split evenly. Fix: use a batch "
+            f"divisible by {dp * config.train.accum_steps}, or change parallel.data / parallel.fsdp.")
+    micro = config.parallel.microbatches if config.parallel.pipeline > 1 else 1
+    if (rows // micro) % dp:
+        raise ConfigError(
+            f"train.batch_size={config.batch_size}, parallel.microbatches={micro}: each pipeline microbatch has "
+            f"{rows // micro} sequences, which the {dp} data-parallel shards cannot split evenly. Fix: use a batch "
+            f"divisible by {dp * micro * config.train.accum_steps}, fewer microbatches, or smaller parallel.data / "
+            "parallel.fsdp.")
+    if processes > 1 and config.batch_size % processes:
+        raise ConfigError(f"train.batch_size={config.batch_size} does not split over {processes} processes. Fix: "
+                          "use a multiple of the process count.")

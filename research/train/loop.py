@@ -23,7 +23,7 @@ from research.files import write_json_atomic
 from research.model import Transformer
 from research.model.flops import mfu_flops_per_token, run_flops
 from research.parallel import activate, batch_sharding, make_mesh
-from research.parallel.mesh import data_parallel_size
+from research.parallel.mesh import check_batch_split
 from research.train.checkpoint import Checkpointer
 from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress
@@ -103,25 +103,6 @@ def _prepare_workdir(config: RunConfig, workdir: Path) -> None:
         write_json_atomic(path, config.to_dict())  # a resumed run may change only its parallel layout
 
 
-def _check_batch_fits_mesh(config: RunConfig, mesh) -> None:
-    rows = config.batch_size // config.train.accum_steps
-    dp = data_parallel_size(mesh)
-    if rows % dp:
-        raise ConfigError(
-            f"train.batch_size={config.batch_size}: each microbatch has {rows} sequences, which the "
-            f"{dp} data-parallel shards (parallel.data x parallel.fsdp) cannot split evenly. Fix: use a batch "
-            f"divisible by {dp * config.train.accum_steps}, or change parallel.data / parallel.fsdp.")
-    micro = config.parallel.microbatches if config.parallel.pipeline > 1 else 1
-    if (rows // micro) % dp:
-        raise ConfigError(
-            f"parallel.microbatches={micro}: each pipeline microbatch has {rows // micro} sequences, which the {dp} "
-            "data-parallel shards cannot split evenly. Fix: use a batch divisible by "
-            f"{dp * micro * config.train.accum_steps}, fewer microbatches, or smaller parallel.data / parallel.fsdp.")
-    if jax.process_count() > 1 and config.batch_size % jax.process_count():
-        raise ConfigError(f"train.batch_size={config.batch_size} does not split over {jax.process_count()} "
-                          "processes. Fix: use a multiple of the process count.")
-
-
 def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, progress: bool = True,
         stop_after_steps: int | None = None) -> RunSummary:
     """Train `config` in `workdir`, resuming whatever is there. `stop_after_steps` ends early (as if signalled)."""
@@ -130,7 +111,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     workdir = Path(workdir)
     devices = jax.devices() if devices is None else devices
     mesh = make_mesh(config.parallel, devices)  # mesh errors before anything is read or compiled
-    _check_batch_fits_mesh(config, mesh)
+    check_batch_split(config, dict(mesh.shape), jax.process_count())
     if jax.process_index() == 0:
         _prepare_workdir(config, workdir)
     data = load_data(config.data, workdir)

@@ -23,6 +23,7 @@ import jax
 from research.config import ConfigError, RunConfig
 from research.configs import load_config
 from research.parallel import make_mesh
+from research.parallel.mesh import check_batch_split
 from research.parallel.pipeline import model_for, pipeline_for
 from research.train.optimizer import make_optimizer
 from research.train.state import state_shardings
@@ -71,12 +72,7 @@ def check_layout(config: RunConfig, devices: int) -> dict:
     """The mesh's axis sizes; a batch or layout that cannot split fails here, before anything is compiled."""
     shape = config.parallel.mesh_shape(devices)
     pipeline_for(config)  # schedule / microbatch errors
-    rows, shards = config.batch_size // config.train.accum_steps, shape["data"] * shape["fsdp"]
-    rows_per_micro = rows // config.parallel.microbatches if config.parallel.pipeline > 1 else rows
-    if rows_per_micro % shards:
-        raise ConfigError(f"train.batch_size={config.batch_size}: {rows_per_micro} sequences per (pipeline) "
-                          f"microbatch do not split over the {shards} data-parallel shards (data x fsdp). Fix: use "
-                          f"a batch divisible by {shards * (rows // rows_per_micro) * config.train.accum_steps}.")
+    check_batch_split(config, shape)
     return shape
 
 
