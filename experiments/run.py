@@ -14,6 +14,7 @@ from experiments.extrapolation import ensure_extrapolation
 from experiments.table import EXPERIMENT
 from research.files import write_json_atomic
 from sweeps.claims import STALE_AFTER_S
+from sweeps.executors import EXECUTORS, execute
 from sweeps.expansion import expand
 from sweeps.manifest import Plan, plan_from_sweep, write_plan
 from sweeps.results import write_results
@@ -35,8 +36,8 @@ class RunOptions:
 
 def plan_experiment(name: str, out: str | Path, options: RunOptions) -> Plan:
     """Check everything, write OUT/experiment.json and the sweep plan; trains nothing."""
-    if options.executor not in ("local", "slurm"):
-        raise ExperimentError(f"--executor {options.executor!r}: use 'local' or 'slurm'")
+    if options.executor not in EXECUTORS:
+        raise ExperimentError(f"--executor {options.executor!r}: use one of {', '.join(EXECUTORS)}")
     if options.workers < 1:
         raise ExperimentError(f"--workers {options.workers}: must be >= 1")
     ablation, base = build(name, options.scale, list(options.overrides))
@@ -63,18 +64,7 @@ def run_experiment(name: str, out: str | Path, options: RunOptions, log=print) -
     todo = [r for r in plan.runs if not run_state(r.workdir(out), STALE_AFTER_S).terminal]
     log(f"{name}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already finished, {len(todo)} to run -> {out}")
     worker = WorkerOptions(worker_id="main", wait=True, progress=options.progress, log=log)
-    if options.executor == "slurm":
-        from sweeps.executors.slurm import run_slurm
-
-        run_slurm(out, plan, plan.resources, options.workers, worker)
-    elif options.workers == 1:
-        from sweeps.executors.local import run_in_process
-
-        run_in_process(out, plan, worker)
-    else:
-        from sweeps.executors.local import run_processes
-
-        run_processes(out, plan, options.workers, worker)
+    execute(out, plan, options.executor, options.workers, worker)
     write_results(out)
     factors = tuple(json.loads((out / EXPERIMENT).read_text())["eval_lengths"])
     if factors:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from research.config import ConfigError
 from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S
+from sweeps.executors import execute
 from sweeps.spec import SweepError
 
 
@@ -135,7 +136,7 @@ def _run(args) -> int:
           flush=True)
     options = WorkerOptions(worker_id="main", stale_after_s=args.stale_after, heartbeat_s=args.heartbeat,
                             wait=True, progress=sys.stdout.isatty())
-    workers = args.workers or (resources.workers if args.executor == "slurm" else 1)
+    workers = args.workers if args.workers is not None else (resources.workers if args.executor == "slurm" else 1)
     if workers < 1:
         raise SweepError(f"--workers {workers}: must be >= 1")
 
@@ -143,22 +144,12 @@ def _run(args) -> int:
         st = sweep_status(out, args.stale_after)
         return format_status(st).split("\n", 1)[0]
 
-    stopped = False
-    if args.executor == "slurm":
-        from sweeps.executors.slurm import run_slurm
-
-        result = run_slurm(out, plan, resources, workers, options, args.max_rounds, wait=not args.no_wait, show=show)
-        if result is None:
-            print(f"submitted; watch with: python -m sweeps status {out} --watch")
-            return 0
-    elif workers == 1:
-        from sweeps.executors.local import run_in_process
-
-        stopped = run_in_process(out, plan, options).stopped
-    else:
-        from sweeps.executors.local import run_processes
-
-        run_processes(out, plan, workers, options, args.max_rounds, show=show)
+    execution = execute(out, plan, args.executor, workers, options, resources=resources, max_rounds=args.max_rounds,
+                        wait=not args.no_wait, show=show)
+    if execution.submitted_only:
+        print(f"submitted; watch with: python -m sweeps status {out} --watch")
+        return 0
+    stopped = execution.stopped
     results = write_results(out)
     wall = time.perf_counter() - started
     st = sweep_status(out, args.stale_after)
