@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from pathlib import Path
 
 from research import presets
 from research.config import ConfigError, RunConfig
+
+
+def call_factory(path: Path, name: str, expected: type, error: type[Exception] = ConfigError):
+    """Run the Python file `path` and return what its `name()` returns, checked to be an `expected`: how config files
+    (`config()`) and sweep files (`sweep()`) are read."""
+    module_spec = importlib.util.spec_from_file_location(f"_scalelab_{name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, name, None)):
+        raise error(f"{path}: defines no {name}() function. Fix: add `def {name}() -> {expected.__name__}:`")
+    value = getattr(module, name)()
+    if not isinstance(value, expected):
+        raise error(f"{path}: {name}() returned {type(value).__name__}, not a {expected.__name__}")
+    return value
 
 
 def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
@@ -16,13 +29,7 @@ def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
     if path.is_dir() and (path / "config.json").exists():
         path = path / "config.json"
     if path.suffix == ".py" and path.exists():
-        module_spec = importlib.util.spec_from_file_location(f"_scalelab_config_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        if not hasattr(module, "config"):
-            raise ConfigError(f"--config {spec}: the file defines no config() function. "
-                              "Fix: add `def config() -> RunConfig:` returning the run's config.")
-        config = module.config()
+        config = call_factory(path, "config", RunConfig)
     elif path.suffix == ".json" and path.exists():
         config = RunConfig.from_json(path.read_text())
     elif path.suffix in (".py", ".json"):
@@ -32,6 +39,4 @@ def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
             config = presets.run_config(spec)
         except KeyError as e:
             raise ConfigError(f"--config {spec}: neither a file nor a preset ({e.args[0]}).") from None
-    if not isinstance(config, RunConfig):
-        raise ConfigError(f"--config {spec}: config() returned {type(config).__name__}, not a RunConfig.")
     return config.override(*overrides) if overrides else config

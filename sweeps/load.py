@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from research.configs import call_factory
 from sweeps.spec import Sweep, SweepError
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -24,12 +24,4 @@ def resolve_path(spec: str) -> Path:
 
 def load_sweep(spec: str) -> tuple[Sweep, Path]:
     path = resolve_path(spec)
-    module_spec = importlib.util.spec_from_file_location(f"_scalelab_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not callable(getattr(module, "sweep", None)):
-        raise SweepError(f"{path}: defines no sweep() function. Fix: add `def sweep() -> Sweep:`")
-    sweep = module.sweep()
-    if not isinstance(sweep, Sweep):
-        raise SweepError(f"{path}: sweep() returned {type(sweep).__name__}, not a sweeps.Sweep")
-    return sweep, path
+    return call_factory(path, "sweep", Sweep, SweepError), path
