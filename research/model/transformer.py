@@ -204,29 +204,13 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", 
     return scanned(cfg, deterministic, name=name)
 
 
-def pipelined_blocks(module: nn.Module, pipeline, x: jnp.ndarray, positions: jnp.ndarray, deterministic: bool):
-    """The block stack run by `pipeline` (research.parallel.pipeline.Pipeline) on the scanned stack's own
-    parameters [L, ...], so the parameter tree does not depend on the layout. Dropout keys: fold_in(layer, micro)."""
-    cfg = module.cfg
-    params = nn.meta.unbox(module.variables["params"]["blocks"])
-    base = None if deterministic or cfg.dropout == 0.0 else module.make_rng("dropout")
-
-    def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
-        rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
-        return Block(cfg, deterministic, parent=None).apply({"params": p}, h, positions, rngs=rngs)[0]
-
-    if cfg.remat != "none":
-        layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
-    x, busy = pipeline(layer, params, x)
-    module.sow("intermediates", "pipeline_busy", busy)  # [ticks, stages] bool, read by the bubble measurement
-    return x
-
-
 class Transformer(nn.Module):
     """tokens [batch, T] -> float32 logits [batch, T, vocab]. With `pipeline`, the block stack runs as a pipeline."""
 
     cfg: ModelConfig
-    pipeline: Any = None  # research.parallel.pipeline.Pipeline, or None for the plain scanned stack
+    # None: the plain scanned stack. Else an object whose run_blocks(module, x, positions, deterministic) runs the
+    # stack's own parameters another way (research.parallel.pipeline.Pipeline): the model itself has no pipeline code
+    pipeline: Any = None
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
@@ -256,7 +240,7 @@ class Transformer(nn.Module):
         elif self.pipeline is None or self.is_initializing():
             x, _ = stacked_blocks(cfg, deterministic)(x, positions)
         else:
-            x = pipelined_blocks(self, self.pipeline, x, positions, deterministic)
+            x = self.pipeline.run_blocks(self, x, positions, deterministic)
         if cfg.norm_placement == "pre":
             x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:

@@ -26,6 +26,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from research.config import ConfigError, RunConfig
+from research.model import Transformer
+from research.model.transformer import REMAT_POLICIES, Block
 
 ACT = ("act_batch", "act_seq", "act_embed")  # a microbatch's activations [rows, T, d_model]
 
@@ -61,6 +63,23 @@ class Pipeline:
     def bubble(self) -> float:
         """Theoretical idle share of stage-ticks: (S - 1) / (R M + S - 1)."""
         return (self.stages - 1) / self.ticks
+
+    def run_blocks(self, module: nn.Module, x: jnp.ndarray, positions: jnp.ndarray, deterministic: bool):
+        """The Transformer `module`'s block stack, run as this pipeline on the scanned stack's own parameters [L, ...]
+        (the parameter tree does not depend on the layout). Dropout keys: fold_in(fold_in(key, layer), micro)."""
+        cfg = module.cfg
+        params = nn.meta.unbox(module.variables["params"]["blocks"])
+        base = None if deterministic or cfg.dropout == 0.0 else module.make_rng("dropout")
+
+        def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
+            rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
+            return Block(cfg, deterministic, parent=None).apply({"params": p}, h, positions, rngs=rngs)[0]
+
+        if cfg.remat != "none":
+            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
+        x, busy = self(layer, params, x)
+        module.sow("intermediates", "pipeline_busy", busy)  # [ticks, stages] bool, read by the bubble measurement
+        return x
 
     def __call__(self, layer_fn: Callable, params, x: jnp.ndarray):
         """(layer stack applied to x, busy [ticks, stages] bool: which stage held real work at which tick).
@@ -147,6 +166,4 @@ def pipeline_for(config: RunConfig) -> Pipeline | None:
 
 def model_for(config: RunConfig):
     """The Transformer for this run: the plain scanned stack, or the same parameters run as a pipeline."""
-    from research.model import Transformer
-
     return Transformer(config.model, pipeline=pipeline_for(config))
