@@ -16,7 +16,16 @@ import jax
 import numpy as np
 
 from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from research.model import Transformer
+from research.model.flops import count_params, mfu_flops_per_token
+from research.parallel import activate, batch_sharding, make_mesh
+from research.parallel.pipeline import model_for, pipeline_for
 from research.presets import model as preset_model
+from research.train.host_memory import keep_freed_host_memory
+from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
+from research.train.optimizer import make_optimizer
+from research.train.state import init_state, state_shardings
+from research.train.step import compile_train_step, steps_per_call
 
 BENCH_RUN = dict(batch_size=8, seq_len=512)  # the core-run issue's target shape
 
@@ -39,7 +48,6 @@ LAYOUT_MODEL = ["model.d_model=128", "model.n_layers=8", "model.n_heads=4", "mod
 
 
 def default_config() -> RunConfig:
-
     return RunConfig(model=preset_model("bench-25m"), data=DataConfig(seq_len=BENCH_RUN["seq_len"]),
                      train=TrainConfig(steps=100, batch_size=BENCH_RUN["batch_size"]))
 
@@ -52,16 +60,6 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     plain eager PyTorch GPT of the same shape (research.bench_torch) trains on the same thread count, timed in
     rounds interleaved with scalelab's, so both see the same machine; the ratio is the median of per-round ratios.
     """
-    from research.model import Transformer
-    from research.model.flops import count_params, mfu_flops_per_token
-    from research.parallel import activate, batch_sharding, make_mesh
-    from research.parallel.pipeline import pipeline_for
-    from research.train.host_memory import keep_freed_host_memory
-    from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
-    from research.train.optimizer import make_optimizer
-    from research.train.state import init_state, state_shardings
-    from research.train.step import compile_train_step, steps_per_call
-
     keep_freed_host_memory()
     devices = jax.devices() if devices is None else devices
     reference = None
@@ -151,9 +149,6 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
 def measure_bubble(config: RunConfig, mesh, params, inputs) -> float:
     """Idle share of stage-ticks in one forward pass of the pipelined model: which stage held a real microbatch at
     which tick is recorded by the pipeline itself (`pipeline_busy`, [ticks, stages]), not derived from the formula."""
-    from research.parallel import activate
-    from research.parallel.pipeline import model_for
-
     rows = config.batch_size // config.train.accum_steps  # what one accumulation step feeds the model
     with activate(mesh):
         forward = jax.jit(lambda p, x: model_for(config).apply({"params": p}, x, mutable=["intermediates"])[1])

@@ -14,6 +14,12 @@ import threading
 import jax
 
 from research.config import RunConfig
+from research.data import load_data
+from research.parallel import make_mesh
+from research.parallel.pipeline import model_for
+from research.train.optimizer import make_optimizer
+from research.train.state import compiled_init, state_shardings
+from research.train.step import compile_train_step, eval_step_for
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +36,6 @@ def overlaps_training() -> bool:
 
 def precompile(config: RunConfig, devices: list | None = None) -> None:
     """Fill the in-process caches with `config`'s compiled init, train step and eval step (allocating nothing)."""
-    from research.data import load_data
-    from research.parallel import make_mesh
-    from research.parallel.pipeline import model_for
-    from research.train.optimizer import make_optimizer
-    from research.train.state import compiled_init, state_shardings
-    from research.train.step import compile_train_step, eval_step_for
-
     devices = jax.devices() if devices is None else devices
     mesh = make_mesh(config.parallel, devices)
     pad_id = load_data(config.data).tokenizer.pad_id  # served from the token cache after the sweep's first run
@@ -49,7 +48,6 @@ def precompile(config: RunConfig, devices: list | None = None) -> None:
 
 def precompile_in_background(config: RunConfig, devices: list | None = None) -> threading.Thread:
     """Start `precompile(config)` in a daemon thread. A failure is only logged: the run itself raises it properly."""
-
     def work() -> None:
         try:
             precompile(config, devices)

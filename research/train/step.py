@@ -13,6 +13,8 @@ import optax
 from research.config import RunConfig
 from research.model import Transformer
 from research.model.flops import train_flops_per_token
+from research.parallel import activate, batch_sharding, replicated
+from research.parallel.pipeline import model_for, pipeline_for
 from research.train.compile_cache import compile_lowered
 from research.train.executables import ExecutableCache
 from research.train.optimizer import SCHEDULE_FIELDS, apply_learning_rate, make_optimizer
@@ -79,7 +81,6 @@ def make_multi_step(step, steps: int):
     (entries from n on are 0). One call runs n optimizer steps in a device loop, so a small model pays the host's
     dispatch and synchronisation once per call instead of once per step. The loop body is `step` itself: any n, and
     any split of a run into calls, gives bitwise the same numbers (tests/train/test_steps_per_call.py)."""
-
     def multi(state: TrainState, batches: dict, lrs: jnp.ndarray, n: jnp.ndarray, seed: jnp.ndarray):
         def body(i, carry):
             state, losses, norms = carry
@@ -113,9 +114,6 @@ _EVAL_STEPS = ExecutableCache()
 def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
     """The eval step for these shapes, compiled ahead of time and shared by later runs of the same model and mesh:
     compiled(params, batch) with batch rows = batch_size / accum_steps."""
-    from research.parallel import activate, batch_sharding
-    from research.parallel.pipeline import model_for, pipeline_for
-
     rows = config.batch_size // config.train.accum_steps
     key = (config.model, pipeline_for(config), pad_id, rows, config.data.seq_len, tuple(mesh.shape.items()),
            tuple(d.id for d in mesh.devices.flat))
@@ -132,7 +130,6 @@ def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
 
 def make_eval_step(model: Transformer, pad_id: int):
     """eval(params, batch) -> (summed cross-entropy, token count), deterministic."""
-
     def evaluate(params, batch):
         logits = model.apply({"params": params}, batch["inputs"], deterministic=True)
         _, nll, count = token_losses(logits, batch["targets"], pad_id, 0.0)
@@ -146,8 +143,6 @@ _TRAIN_STEPS = ExecutableCache()  # step signature -> compiled executable
 
 def shape_signature(config: RunConfig) -> dict:
     """What a config contributes to its compiled steps: runs equal on it (and on data and devices) share them."""
-    from research.parallel.pipeline import pipeline_for
-
     optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
     return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
             "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
@@ -164,9 +159,6 @@ def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_i
     """Jit with explicit shardings (state donated), compile ahead of time (so timing never includes it), and keep
     the executable for later runs of the same shapes. steps == 1: compiled(state, batch, lr, seed);
     steps > 1: compiled(state, batches, lrs, n, seed), `make_multi_step`'s loop of up to `steps` steps."""
-    from research.parallel import activate, batch_sharding, replicated
-    from research.parallel.pipeline import model_for
-
     def build():
         model, tx = model_for(config), make_optimizer(config.optim)  # the plain stack, or run as a pipeline
         step = make_train_step(config, model, tx, pad_id)
