@@ -27,7 +27,7 @@ def length_losses(workdir: str | Path, factors: tuple[int, ...]) -> dict:
     from research.data import load_data
     from research.model import Transformer
     from research.parallel import activate, make_mesh
-    from research.train.restore import restore_state
+    from research.train.setup import restore_state
     from research.train.step import make_eval_step
 
     state, _, config = restore_state(workdir)

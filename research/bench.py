@@ -16,16 +16,14 @@ import jax
 import numpy as np
 
 from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
-from research.model import Transformer
 from research.model.flops import count_params, mfu_flops_per_token
-from research.parallel import activate, batch_sharding, make_mesh
+from research.parallel import activate, batch_sharding
 from research.parallel.pipeline import model_for, pipeline_for
 from research.presets import model as preset_model
 from research.train.host_memory import keep_freed_host_memory
 from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
-from research.train.optimizer import make_optimizer
-from research.train.state import init_state, state_shardings
-from research.train.step import compile_train_step, steps_per_call
+from research.train.setup import setup
+from research.train.step import steps_per_call
 
 BENCH_RUN = dict(batch_size=8, seq_len=512)  # the core-run issue's target shape
 
@@ -67,14 +65,12 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
         from research.bench_torch import TorchTrainer
 
         reference = TorchTrainer(config, threads=os.cpu_count() or 1)  # XLA:CPU uses every core too
-    mesh = make_mesh(config.parallel, devices)
-    model = Transformer(config.model)
-    tx = make_optimizer(config.optim)
-    abstract, shardings = state_shardings(config, model, tx, mesh)
-    state = init_state(config, model, tx, mesh, shardings)
+    run_setup = setup(config, devices)
+    mesh = run_setup.mesh
+    state = run_setup.init_state()
     per_call = steps_per_call(config)
     t0 = time.perf_counter()
-    step = compile_train_step(config, mesh, shardings, abstract, pad_id=-1, steps=per_call)
+    step = run_setup.train_step(pad_id=-1, steps=per_call)
     seed = np.int32(config.seed)
     args = (np.float32(config.optim.lr),) if per_call == 1 else (np.full(per_call, config.optim.lr, np.float32),
                                                                  np.int32(per_call))

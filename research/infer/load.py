@@ -15,7 +15,7 @@ from research.parallel import make_mesh
 def load_run(workdir: str | Path, step: int | None = None, tensor: int = 1,
              compiler_options: dict | None = None) -> tuple[InferenceModel, Tokenizer, RunConfig]:
     """(model, tokenizer, config) of checkpoint `step` (default: latest), tensor-parallel over `tensor` devices."""
-    from research.train.restore import restore_state  # training code: imported only when a run is opened
+    from research.train.setup import restore_state  # training code: imported only when a run is opened
 
     workdir = Path(workdir)
     if tensor < 1 or tensor > len(jax.devices()):

@@ -61,7 +61,7 @@ def export_hf(source: ModelConfig | RunConfig | str | Path, params: dict | None,
     tokenizer = None
     if isinstance(source, str | Path):
         from research.data import Tokenizer
-        from research.train.restore import restore_state
+        from research.train.setup import restore_state
 
         workdir = Path(source)
         if params is None:

@@ -55,11 +55,8 @@ def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = (
     """Write the run directory `workdir` for the HF checkpoint `hf_dir`; returns its config and notes on specials."""
     from research.data import load_data
     from research.files import write_json_atomic
-    from research.model import Transformer
-    from research.parallel import make_mesh
     from research.train.checkpoint import Checkpointer
-    from research.train.optimizer import make_optimizer
-    from research.train.state import TrainState, state_shardings
+    from research.train.setup import TrainState, setup
 
     hf_dir, workdir = Path(hf_dir), Path(workdir)
     if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
@@ -79,9 +76,9 @@ def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = (
     workdir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(workdir / "tokenizer.json")
     data = load_data(config.data, workdir)  # the fingerprint the training loop checks on resume
-    tx = make_optimizer(config.optim)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-    abstract, _ = state_shardings(config, Transformer(config.model), tx, make_mesh(config.parallel, jax.devices()[:1]))
+    run_setup = setup(config, jax.devices()[:1])
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=run_setup.tx.init(params))
+    abstract = run_setup.abstract
     if jax.tree.structure(abstract) != jax.tree.structure(state):
         raise ConfigError("the imported train state does not have the training loop's structure. Fix: report this "
                           "as a bug in research.interop.rundir.")

@@ -20,17 +20,16 @@ import numpy as np
 from research.config import ConfigError, RunConfig
 from research.data import load_data
 from research.files import write_json_atomic
-from research.model import Transformer
 from research.model.flops import mfu_flops_per_token, run_flops
-from research.parallel import activate, batch_sharding, make_mesh
+from research.parallel import activate, batch_sharding
 from research.parallel.mesh import check_batch_split
 from research.train.checkpoint import Checkpointer
 from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress
 from research.train.mfu import peak_flops
-from research.train.optimizer import learning_rate, make_optimizer
-from research.train.state import init_state, state_shardings
-from research.train.step import compile_train_step, eval_step_for, steps_per_call
+from research.train.optimizer import learning_rate
+from research.train.setup import setup
+from research.train.step import steps_per_call
 
 jax.config.update("jax_threefry_partitionable", True)  # initial values independent of the mesh
 
@@ -110,8 +109,8 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     keep_freed_host_memory()
     workdir = Path(workdir)
     devices = jax.devices() if devices is None else devices
-    mesh = make_mesh(config.parallel, devices)  # mesh errors before anything is read or compiled
-    check_batch_split(config, dict(mesh.shape), jax.process_count())
+    # layout errors before anything is read or compiled
+    check_batch_split(config, config.parallel.mesh_shape(len(devices)), jax.process_count())
     if jax.process_index() == 0:
         _prepare_workdir(config, workdir)
     data = load_data(config.data, workdir)
@@ -120,9 +119,8 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                           f"{data.tokenizer.vocab_size}. Fix: set model.vocab_size >= {data.tokenizer.vocab_size}.")
     fingerprint = f"{data.fingerprint}:seed={config.seed}"
     total = config.num_steps
-    model = Transformer(config.model)
-    tx = make_optimizer(config.optim)
-    abstract, shardings = state_shardings(config, model, tx, mesh)
+    run_setup = setup(config, devices)
+    mesh, abstract = run_setup.mesh, run_setup.abstract
 
     checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
     previous = {"wall_time_s": 0.0, "train_time_s": 0.0}
@@ -131,7 +129,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
         state, meta = checkpoints.restore(restored_step, abstract, fingerprint)
         previous.update({k: meta.get(k, 0.0) for k in previous})
     else:
-        state = init_state(config, model, tx, mesh, shardings)
+        state = run_setup.init_state()
     step = int(jax.device_get(state.step))
     log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
 
@@ -139,8 +137,8 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     seq_len, global_batch = config.data.seq_len, config.batch_size
     batch_spec = batch_sharding(mesh)
     max_steps = steps_per_call(config)
-    train_step = compile_train_step(config, mesh, shardings, abstract, pad_id, max_steps)
-    eval_step = eval_step_for(config, mesh, abstract.params, pad_id)
+    train_step = run_setup.train_step(pad_id, max_steps)
+    eval_step = run_setup.eval_step(pad_id)
 
     def global_batch_at(batch: dict, spec=batch_spec) -> dict:
         return {k: jax.make_array_from_process_local_data(spec, np.asarray(v, np.int32)) for k, v in batch.items()}

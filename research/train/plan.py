@@ -22,12 +22,9 @@ import jax
 
 from research.config import ConfigError, RunConfig
 from research.configs import load_config
-from research.parallel import make_mesh
 from research.parallel.mesh import check_batch_split
-from research.parallel.pipeline import model_for, pipeline_for
-from research.train.optimizer import make_optimizer
-from research.train.state import state_shardings
-from research.train.step import compile_train_step
+from research.parallel.pipeline import pipeline_for
+from research.train.setup import setup
 
 _CHILD = "SCALELAB_PLAN_CHILD"
 _UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30,
@@ -79,11 +76,10 @@ def check_layout(config: RunConfig, devices: int) -> dict:
 def plan(config: RunConfig, devices: list) -> Plan:
     """Compile the train step for `config` on `devices` from abstract shapes and read its memory."""
     check_layout(config, len(devices))
-    mesh = make_mesh(config.parallel, devices)
-    tx = make_optimizer(config.optim)
     started = time.perf_counter()
-    abstract, shardings = state_shardings(config, model_for(config), tx, mesh)
-    compiled = compile_train_step(config, mesh, shardings, abstract, pad_id=-1)
+    run_setup = setup(config, devices)
+    mesh, abstract = run_setup.mesh, run_setup.abstract
+    compiled = run_setup.train_step(pad_id=-1)
     memory = compiled.memory_analysis()
     pipe = pipeline_for(config)
     return Plan(mesh=dict(mesh.shape), pipeline="none" if pipe is None else

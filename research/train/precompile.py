@@ -15,11 +15,9 @@ import jax
 
 from research.config import RunConfig
 from research.data import load_data
-from research.parallel import make_mesh
-from research.parallel.pipeline import model_for
-from research.train.optimizer import make_optimizer
-from research.train.state import compiled_init, state_shardings
-from research.train.step import compile_train_step, eval_step_for
+from research.train.setup import setup
+from research.train.state import compiled_init
+from research.train.step import steps_per_call
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +34,11 @@ def overlaps_training() -> bool:
 
 def precompile(config: RunConfig, devices: list | None = None) -> None:
     """Fill the in-process caches with `config`'s compiled init, train step and eval step (allocating nothing)."""
-    devices = jax.devices() if devices is None else devices
-    mesh = make_mesh(config.parallel, devices)
+    run_setup = setup(config, devices)
     pad_id = load_data(config.data).tokenizer.pad_id  # served from the token cache after the sweep's first run
-    model, tx = model_for(config), make_optimizer(config.optim)
-    abstract, shardings = state_shardings(config, model, tx, mesh)
-    compiled_init(config, model, tx, mesh, shardings)
-    compile_train_step(config, mesh, shardings, abstract, pad_id)
-    eval_step_for(config, mesh, abstract.params, pad_id)
+    compiled_init(config, run_setup.model, run_setup.tx, run_setup.mesh, run_setup.shardings)
+    run_setup.train_step(pad_id, steps_per_call(config))
+    run_setup.eval_step(pad_id)
 
 
 def precompile_in_background(config: RunConfig, devices: list | None = None) -> threading.Thread:

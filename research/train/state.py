@@ -54,7 +54,8 @@ def state_shardings(config: RunConfig, model: Transformer, tx: optax.GradientTra
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings)
         return abstract, shardings
 
-    return _SHARDINGS.get(_shape_key(config, mesh), build)
+    model_key = (type(model).__name__, model.cfg, getattr(model, "pipeline", None))  # what the caller really built
+    return _SHARDINGS.get(_shape_key(config, mesh) + model_key, build)
 
 
 def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):

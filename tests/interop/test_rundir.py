@@ -13,7 +13,7 @@ from research.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from research.interop.__main__ import main
 from research.model import Transformer
 from research.train import run
-from research.train.restore import restore_state
+from research.train.setup import restore_state
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("transformers")

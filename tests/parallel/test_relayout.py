@@ -8,7 +8,7 @@ import pytest
 
 from research.config import ParallelConfig
 from research.train import run
-from research.train.restore import restore_state
+from research.train.setup import restore_state
 from tests.train.helpers import final_params, tiny_run
 
 needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices: run with "

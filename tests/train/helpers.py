@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from research.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
-from research.train.restore import restore_state
+from research.train.setup import restore_state
 
 
 def tiny_run(source: str, **train) -> RunConfig:

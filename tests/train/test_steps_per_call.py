@@ -17,7 +17,7 @@ from research.model import Transformer
 from research.parallel import activate, batch_sharding, make_mesh
 from research.train import run
 from research.train.optimizer import make_optimizer
-from research.train.restore import restore_state
+from research.train.setup import restore_state
 from research.train.state import init_state, state_shardings
 from research.train.step import MAX_STEPS_PER_CALL, compile_train_step, steps_per_call
 

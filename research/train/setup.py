@@ -1,0 +1,75 @@
+"""setup(config, devices) -> RunSetup: a run's mesh, model, optimiser, state shapes and shardings, and its compiled
+steps. The one way every caller builds them: run(), the benchmark, the planner, background precompiles, restoring
+a checkpoint (`restore_state`, for evaluation, generation and export) and the Hugging Face importer."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import optax
+from jax.sharding import Mesh
+
+from research.config import ConfigError, ParallelConfig, RunConfig
+from research.model import Transformer
+from research.parallel import make_mesh
+from research.parallel.pipeline import model_for
+from research.train.checkpoint import Checkpointer
+from research.train.optimizer import make_optimizer
+from research.train.state import TrainState, init_state, state_shardings
+from research.train.step import compile_train_step, eval_step_for
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run computes with, before any data: compiled pieces are cached by shape and shared across runs."""
+
+    config: RunConfig
+    mesh: Mesh
+    model: Transformer  # the plain stack, or the same parameters run as a pipeline
+    tx: optax.GradientTransformation
+    abstract: TrainState  # ShapeDtypeStructs carrying their shardings
+    shardings: TrainState  # NamedShardings
+
+    def init_state(self) -> TrainState:
+        """The initial state, created directly in its shardings (values independent of the mesh)."""
+        return init_state(self.config, self.model, self.tx, self.mesh, self.shardings)
+
+    def train_step(self, pad_id: int, steps: int = 1):
+        """The compiled train step (steps > 1: a loop of up to `steps` steps per call, research.train.step)."""
+        return compile_train_step(self.config, self.mesh, self.shardings, self.abstract, pad_id, steps)
+
+    def eval_step(self, pad_id: int):
+        return eval_step_for(self.config, self.mesh, self.abstract.params, pad_id)
+
+
+def setup(config: RunConfig, devices: list | None = None) -> RunSetup:
+    """Mesh errors surface here, before anything is read or compiled."""
+    mesh = make_mesh(config.parallel, jax.devices() if devices is None else devices)
+    model, tx = model_for(config), make_optimizer(config.optim)
+    abstract, shardings = state_shardings(config, model, tx, mesh)
+    return RunSetup(config, mesh, model, tx, abstract, shardings)
+
+
+def restore_state(workdir: str | Path, step: int | None = None, devices: list | None = None,
+                  parallel: ParallelConfig | None = None):
+    """(state, meta, config) of checkpoint `step` (default: latest), laid out for `devices` (default: one device)."""
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise ConfigError(f"--workdir {str(workdir)!r} has no config.json. Fix: point at a run's workdir.")
+    config = RunConfig.from_json((workdir / "config.json").read_text())
+    devices = jax.devices()[:1] if devices is None else devices
+    config = dataclasses.replace(config, parallel=parallel or ParallelConfig())
+    abstract = setup(config, devices).abstract
+    checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
+    available = checkpoints.all_steps()
+    if not available:
+        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint. Fix: train the run first.")
+    step = max(available) if step is None else step
+    if step not in available:
+        raise ConfigError(f"step={step}: no checkpoint at that step in {workdir}. Fix: use one of {sorted(available)}.")
+    state, meta = checkpoints.restore(step, abstract, fingerprint=None)
+    checkpoints.close()
+    return state, meta, config
