@@ -106,3 +106,16 @@ def test_cli_reports_config_errors(tmp_path):
     assert out.returncode == 2
     assert "did you mean 'model.n_layers'" in out.stderr
     assert not any(tmp_path.iterdir()), "nothing may be written for an invalid config"
+
+
+def test_one_cli_lists_and_dispatches_the_single_run_tools():
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "research", "--help"], capture_output=True, text=True)
+    assert listed.returncode == 0 and all(c in listed.stdout for c in ("train", "bench", "plan", "audit", "hf"))
+    unknown = subprocess.run([sys.executable, "-m", "research", "trian"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: unknown command 'trian'. Fix:")
+    assert "Traceback" not in unknown.stderr
+    train = subprocess.run([sys.executable, "-m", "research", "train", "--help"], capture_output=True, text=True)
+    assert train.returncode == 0 and "--workdir" in train.stdout

@@ -15,7 +15,11 @@ from research.data.errors import DataError
 from research.data.loader import load_data
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
     try:
         overrides = [a if a.startswith("data.") else f"data.{a}" for a in argv]
         base = RunConfig().override("model.max_seq_len=1048576", "model.vocab_size=1048576")  # no model limits here
@@ -39,4 +43,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
