@@ -10,6 +10,11 @@ WORDS = ("the king queen love war peace night day sword crown heart blood fool g
          "death life time word lord lady forest island letter ring").split()
 
 
+def pytest_collection_modifyitems(config, items):
+    """End-to-end tests (marked slow) run last, so a broken unit shows up in the first minutes."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Keep the tests' token caches and measured CPU peak out of the user's ~/.cache."""
