@@ -44,7 +44,8 @@ def _data(rep) -> list[str]:
         out.append(f"- Epochs of the training data per run: {_g(e.min(), 3)} – {_g(e.max(), 3)} "
                    "(every run's in the table below).")
         cols = [c for c in ("name", "N", "D", "C_6ND", "epochs", "eval_loss", "train_loss") if c in df]
-        out += ["", _table(df.sort_values(["C_6ND", "N"] if "C_6ND" in df else ["N"])[cols])]
+        budget = np.round(np.log10(df["C_6ND"].astype(float)), 1) if "C_6ND" in df else 0.0
+        out += ["", _table(df.assign(_budget=budget).sort_values(["_budget", "N"])[cols])]  # by budget, then N
     return out + [""]
 
 

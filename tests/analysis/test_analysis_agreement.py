@@ -55,3 +55,15 @@ def test_one_interval_cannot_be_judged():
     verdict = compare_exponents(_report(a2=(0.5, 0.6)))
     assert verdict.agree is None and verdict.warnings() == []
     assert "cannot be judged" in verdict.verdict()
+
+
+def test_data_section_lists_every_runs_epochs_by_budget():
+    from analysis.markdown import _data
+
+    runs = pd.DataFrame({"name": ["b", "a", "c"], "N": [2e4, 1e4, 1e4], "D": [5e5, 1e6, 1e7], "eval_loss": 2.0,
+                         "train_loss": 2.1, "status": "complete", "epochs": [0.1, 0.2, 2.0]})
+    runs["C_6ND"] = 6 * runs["N"] * runs["D"]
+    text = "\n".join(_data(SimpleNamespace(runs=runs, source="x", convention=Convention())))
+    assert "Epochs of the training data per run: 0.1 – 2" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "name" not in line]
+    assert [r.split(" | ")[0] for r in rows] == ["| a", "| b", "| c"]  # budget 6e10 (by N), then 6e11
