@@ -23,7 +23,7 @@ from research.presets import model as preset_model
 from research.train.host_memory import keep_freed_host_memory
 from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
 from research.train.setup import setup
-from research.train.step import steps_per_call
+from research.train.step import call_inputs, steps_per_call
 
 BENCH_RUN = dict(batch_size=8, seq_len=512)  # the core-run issue's target shape
 
@@ -72,26 +72,23 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     t0 = time.perf_counter()
     step = run_setup.train_step(pad_id=-1, steps=per_call)
     seed = np.int32(config.seed)
-    args = (np.float32(config.optim.lr),) if per_call == 1 else (np.full(per_call, config.optim.lr, np.float32),
-                                                                 np.int32(per_call))
     compile_s = time.perf_counter() - t0
 
     peaks_before = measure_cpu_peak() if devices[0].platform == "cpu" else None
     rng = np.random.default_rng(0)
-    lead = () if per_call == 1 else (per_call,)
-    shape = lead + (config.batch_size, config.data.seq_len + 1)
-    batches = []
+    shape = (config.batch_size, config.data.seq_len + 1)
+    inputs = []  # two calls' worth of random-token batches, alternated
     for _ in range(2):
-        tokens = rng.integers(0, min(config.model.vocab_size, 256), shape, dtype=np.int32)
-        spec = batch_sharding(mesh, stacked=per_call > 1)
-        batches.append({k: jax.device_put(v, spec)
-                        for k, v in (("inputs", tokens[..., :-1]), ("targets", tokens[..., 1:]))})
+        tokens = [rng.integers(0, min(config.model.vocab_size, 256), shape, dtype=np.int32) for _ in range(per_call)]
+        host, *rest = call_inputs([{"inputs": t[:, :-1], "targets": t[:, 1:]} for t in tokens],
+                                  np.full(per_call, config.optim.lr), per_call)
+        inputs.append((jax.device_put(host, batch_sharding(mesh, stacked=per_call > 1)), *rest))
     calls = max(1, -(-steps // per_call))
     rounds = 3 if reference is not None else 1
     times, torch_times, ratios = [], [], []
     with activate(mesh):
         for i in range(max(1, -(-warmup // per_call))):
-            state, metrics = step(state, batches[i % 2], *args, seed)
+            state, metrics = step(state, *inputs[i % 2], seed)
         jax.block_until_ready(metrics)
         if reference is not None:
             for _ in range(warmup):
@@ -100,7 +97,7 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
             mine = []
             for i in range(calls):
                 start = time.perf_counter()
-                state, metrics = step(state, batches[i % 2], *args, seed)
+                state, metrics = step(state, *inputs[i % 2], seed)
                 jax.block_until_ready(metrics)
                 mine.append((time.perf_counter() - start) / per_call)
             times += mine
@@ -117,7 +114,8 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
               "params": count_params(config.model).total,
               "params_non_embedding": count_params(config.model).non_embedding,
               "batch": config.batch_size, "seq_len": config.data.seq_len, "compute_dtype": config.model.compute_dtype,
-              "compile_s": compile_s, "steps_per_call": per_call, "step_s_median": step_s, "step_s_min": min(times),
+              "compile_s": compile_s, "steps_per_call": per_call, "timed_calls": len(times),
+              "step_s_median": step_s, "step_s_min": min(times),
               "tokens_per_s": tokens_per_s, "flops_per_token": flops_per_token, "achieved_flops": achieved}
     if reference is not None:
         import torch
@@ -136,8 +134,8 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
         result["peak_table"] = {k: v for k, v in ACCELERATOR_PEAKS.items() if k.lower() in kind}
     result["mfu"] = achieved / result["peak_flops"]
     if config.parallel.pipeline > 1:
-        inputs = batches[0]["inputs"] if per_call == 1 else batches[0]["inputs"][0]
-        result.update(bubble_measured=measure_bubble(config, mesh, state.params, inputs),
+        tokens = inputs[0][0]["inputs"] if per_call == 1 else inputs[0][0]["inputs"][0]
+        result.update(bubble_measured=measure_bubble(config, mesh, state.params, tokens),
                       bubble_theory=pipeline_for(config).bubble)
     return result
 
@@ -205,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {r['batch']} x seq {r['seq_len']}, {r['compute_dtype']}")
     print(f"compile         {r['compile_s']:.1f} s")
     print(f"step            {r['step_s_median'] * 1e3:.1f} ms "
-          f"(median of {len(r.get('ratios_vs_torch', [0])) * args.steps}; min {r['step_s_min'] * 1e3:.1f}; "
-          f"{r['steps_per_call']} per compiled call)")
+          f"(median over {r['timed_calls']} calls of {r['steps_per_call']} steps; min {r['step_s_min'] * 1e3:.1f})")
     print(f"tokens/s        {r['tokens_per_s']:,.0f}")
     if "ratio_vs_torch" in r:
         rounds = ", ".join(f"{x:.2f}" for x in r["ratios_vs_torch"])

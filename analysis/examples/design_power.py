@@ -12,6 +12,7 @@ sizes) and larger ones, so the output says what budget a width of 0.2 would need
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -30,25 +31,23 @@ DESIGNS = {  # name -> (budgets in decades above the smallest, sizes per budget,
 
 def design(law: dict, smallest: float, decades, sizes: int, seeds: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, D) of an IsoFLOP design around the law's optimum N* = G (C/6)^a, repeated `seeds` times."""
-    a = law["beta"] / (law["alpha"] + law["beta"])
-    g = (law["alpha"] * law["A"] / (law["beta"] * law["B"])) ** (1 / (law["alpha"] + law["beta"]))
     n, d = [], []
     for c in smallest * 10.0 ** np.asarray(decades):
-        for size in np.geomspace(g * (c / 6) ** a / 10**0.5, g * (c / 6) ** a * 10**0.5, sizes):
+        n_opt = float(analysis.n_opt(c, **law))
+        for size in np.geomspace(n_opt / 10**0.5, n_opt * 10**0.5, sizes):
             n += [size] * seeds
             d += [c / (6 * size)] * seeds
     return np.array(n), np.array(d)
 
 
 def interval_width(law: dict, noise: float, n: np.ndarray, d: np.ndarray, rng, n_bootstrap: int) -> float:
-    loss = (law["E"] + law["A"] / n ** law["alpha"] + law["B"] / d ** law["beta"]) * np.exp(
-        rng.normal(0.0, noise, len(n)))
+    loss = analysis.chinchilla_loss(n, d, **law) * np.exp(rng.normal(0.0, noise, len(n)))
     fit = analysis.fit_chinchilla(n, d, loss, n_bootstrap=n_bootstrap, seed=int(rng.integers(1 << 30)))
     t = fit.bootstrap.param_table()
     return float(t.loc["a", "ci_high"] - t.loc["a", "ci_low"])
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir")
     parser.add_argument("--trials", type=int, default=3, help="simulated sweeps per design (median reported)")
@@ -56,7 +55,11 @@ def main(argv=None) -> None:
     parser.add_argument("--smallest", type=float, default=3e10, help="smallest budget C (FLOPs)")
     parser.add_argument("--noise", type=float, default=None, help="log-loss noise (default: the fit's residuals)")
     args = parser.parse_args(argv)
-    fitted = analysis.fit_chinchilla(analysis.load(args.sweep_dir))
+    try:
+        fitted = analysis.fit_chinchilla(analysis.load(args.sweep_dir))
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)  # analysis.load's message names the path and the fix
+        return 2
     law = {k: float(v) for k, v in fitted.params.items()}
     noise = args.noise if args.noise is not None else float(np.std(fitted.residuals()))
     rng = np.random.default_rng(0)
@@ -67,7 +70,8 @@ def main(argv=None) -> None:
         compute = float(np.sum(6 * n * d))
         print(f"{name:<45s} runs {len(n):3d}  total C {compute:.2e}  median 95% width on a {np.median(widths):.3f}"
               f"  ({', '.join(f'{w:.3f}' for w in widths)})", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

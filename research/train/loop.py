@@ -29,7 +29,7 @@ from research.train.metrics import MetricsLog, Progress
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate
 from research.train.setup import setup
-from research.train.step import steps_per_call
+from research.train.step import call_inputs, steps_per_call
 
 jax.config.update("jax_threefry_partitionable", True)  # initial values independent of the mesh
 
@@ -178,28 +178,23 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
             ends.append(max(stop_after_steps, at + 1))
         return min(max_steps, min(ends) - at)
 
-    def call_inputs(at: int, n: int) -> tuple:
+    def inputs_at(at: int, n: int) -> tuple:
         """The batches and learning rates of steps at .. at + n - 1, as the compiled step takes them."""
         batches = [data.train_batch(at + i, global_batch, config.seed, jax.process_index(), jax.process_count())
                    for i in range(n)]
-        if max_steps == 1:
-            return global_batch_at(batches[0]), np.float32(schedule(at))
-        pad = [{k: np.zeros_like(v) for k, v in batches[0].items()}] * (max_steps - n)
-        stacked = {k: np.stack([b[k] for b in batches + pad]) for k in batches[0]}  # [max_steps, rows, T]
-        lrs = np.zeros(max_steps, np.float32)
-        lrs[:n] = schedule(np.arange(at, at + n))
-        return global_batch_at(stacked, batch_sharding(mesh, stacked=True)), lrs, np.int32(n)
+        host, *rest = call_inputs(batches, schedule(np.arange(at, at + n)), max_steps)
+        return global_batch_at(host, batch_sharding(mesh, stacked=max_steps > 1)), *rest
 
     with _StopSignals() as signals:
         n = call_length(step) if step < total else 0
-        inputs = call_inputs(step, n) if n else None
+        inputs = inputs_at(step, n) if n else None
         while step < total:
             t0 = time.perf_counter()
             with activate(mesh):
                 state, metrics = train_step(state, *inputs, seed)
             next_n = call_length(step + n) if step + n < total else 0
             if next_n:  # the next batches are a pure function of their steps: build them while this call runs
-                inputs = call_inputs(step + n, next_n)
+                inputs = inputs_at(step + n, next_n)
             losses, norms = (np.atleast_1d(v)[:n].tolist() for v in jax.device_get((metrics["loss"],
                                                                                      metrics["grad_norm"])))
             elapsed = time.perf_counter() - t0

@@ -8,6 +8,7 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from research.config import RunConfig
@@ -106,6 +107,20 @@ def steps_per_call(config: RunConfig) -> int:
         return config.train.steps_per_call
     step_flops = train_flops_per_token(config.model, config.data.seq_len) * config.tokens_per_step
     return max(1, min(MAX_STEPS_PER_CALL, int(FLOPS_PER_CALL // step_flops)))
+
+
+def call_inputs(batches: list[dict], lrs, steps: int) -> tuple:
+    """The host inputs (before `seed`) of one call of the step compiled with `steps`, for n = len(batches) <= steps
+    steps: (batch, lr) when steps == 1, else (batches stacked and zero-padded to [steps, rows, T], lrs zero-padded to
+    [steps], n). The first entry is the one to place on the devices."""
+    n = len(batches)
+    if steps == 1:
+        return batches[0], np.float32(lrs[0])
+    pad = [{k: np.zeros_like(v) for k, v in batches[0].items()}] * (steps - n)
+    stacked = {k: np.stack([b[k] for b in batches + pad]) for k in batches[0]}  # [steps, rows, T]
+    padded = np.zeros(steps, np.float32)
+    padded[:n] = lrs
+    return stacked, padded, np.int32(n)
 
 
 _EVAL_STEPS = ExecutableCache()

@@ -20,6 +20,7 @@ from research.train.optimizer import make_optimizer
 from research.train.setup import restore_state
 from research.train.state import init_state, state_shardings
 from research.train.step import MAX_STEPS_PER_CALL, compile_train_step, steps_per_call
+from tests.parallel.test_layouts import needs_8
 
 from .helpers import assert_trees_bitwise_equal, tiny_run
 from .test_resume import _train_cmd, _wait_for_step
@@ -62,7 +63,7 @@ def test_multi_step_call_equals_single_steps():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("devices", [1, 8])
+@pytest.mark.parametrize("devices", [1, pytest.param(8, marks=needs_8)])
 def test_runs_with_steps_per_call_are_bitwise_equal(small_corpus, tmp_path, devices):
     """Dropout on (keys depend on the step): parameters, optimizer state and every logged loss are bitwise equal."""
     outcomes = []
