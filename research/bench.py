@@ -36,10 +36,10 @@ LAYOUTS = {
     "dp2_fsdp2_tp2": ["parallel.data=2", "parallel.fsdp=2", "parallel.tensor=2"],
     "pp2_dp4_gpipe": ["parallel.data=4", "parallel.pipeline=2", "parallel.microbatches=4"],
     "pp2_dp4_circular": ["parallel.data=4", "parallel.pipeline=2", "parallel.microbatches=4",
-                         "parallel.schedule=circular", "parallel.pipeline_repeats=2"],
+                         "parallel.pipeline_schedule=circular", "parallel.pipeline_repeats=2"],
     "pp4_tp2_gpipe": ["parallel.data=1", "parallel.pipeline=4", "parallel.tensor=2", "parallel.microbatches=8"],
     "pp4_tp2_circular": ["parallel.data=1", "parallel.pipeline=4", "parallel.tensor=2", "parallel.microbatches=8",
-                         "parallel.schedule=circular", "parallel.pipeline_repeats=2"],
+                         "parallel.pipeline_schedule=circular", "parallel.pipeline_repeats=2"],
 }
 LAYOUT_MODEL = ["model.d_model=128", "model.n_layers=8", "model.n_heads=4", "model.d_ff=512", "model.vocab_size=264",
                 "model.max_seq_len=128", "data.seq_len=128", "train.batch_size=16"]
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config is None:
             config = default_config().override(*args.overrides)
         else:
-            from research.configs import load_config
+            from research.config_files import load_config
 
             config = load_config(args.config, args.overrides)
         r = benchmark(config, steps=args.steps, warmup=args.warmup, against=args.against)

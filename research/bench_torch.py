@@ -41,7 +41,8 @@ def build_gpt(cfg: ModelConfig):
     torch = import_torch()
     nn, F = torch.nn, torch.nn.functional
     _check_supported(cfg)
-    d, h, kv, hd, f = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.ff_dim
+    cfg = cfg.resolved()
+    d, h, kv, hd, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
     bias = cfg.use_bias
 
     def norm():

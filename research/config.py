@@ -19,6 +19,10 @@ BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.Byte
 
 
 EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
+# Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
+ADDED_FIELDS = {"model": {"kernels": "tuned"}}
+# Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
+RENAMED_KEYS = {"parallel.schedule": "parallel.pipeline_schedule"}
 
 
 class ConfigError(ValueError):
@@ -87,6 +91,8 @@ class ModelConfig:
     scaled_residual_init: bool = True  # output projections init with std / sqrt(2 * n_layers) (GPT-2)
     compute_dtype: Literal["float32", "bfloat16"] = "float32"  # parameters, logits and loss are always float32
     remat: Literal["none", "block", "full"] = "none"  # block: save only block-boundary activations
+    # tuned: hand-written derivatives and blocked attention (fast on CPU); reference: the plain jax.nn / autodiff math
+    kernels: Literal["tuned", "reference"] = "tuned"
 
     def __post_init__(self) -> None:
         _check_choices_from_literals(self, "model")
@@ -99,11 +105,12 @@ class ModelConfig:
             _fail("model.n_heads", self.n_heads, f"does not divide model.d_model={self.d_model}",
                   f"choose n_heads dividing {self.d_model} (e.g. {_nearest_divisor(self.d_model, self.n_heads)}) "
                   "or set model.head_dim explicitly")
-        if self.num_kv_heads > self.n_heads or self.n_heads % self.num_kv_heads:
+        shape = self.resolved()
+        if shape.n_kv_heads > self.n_heads or self.n_heads % shape.n_kv_heads:
             _fail("model.n_kv_heads", self.n_kv_heads, f"must divide model.n_heads={self.n_heads}",
                   f"use a divisor of {self.n_heads}: n_heads for MHA, 1 for MQA, in between for GQA")
-        if self.positions == "rope" and self.dim_per_head % 2:
-            _fail("model.head_dim", self.dim_per_head, "RoPE rotates pairs of features, so it must be even",
+        if self.positions == "rope" and shape.head_dim % 2:
+            _fail("model.head_dim", shape.head_dim, "RoPE rotates pairs of features, so it must be even",
                   "use an even head_dim or another model.positions")
         if self.rope_base <= 1.0:
             _fail("model.rope_base", self.rope_base, "must be > 1", "use e.g. 10000.0")
@@ -117,21 +124,17 @@ class ModelConfig:
             _fail("model.sliding_window", self.sliding_window, "is only defined for causal attention",
                   "set model.causal=true or model.sliding_window=null")
 
-    @property
-    def num_kv_heads(self) -> int:
-        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
-
-    @property
-    def ff_dim(self) -> int:
-        if self.d_ff is not None:
-            return self.d_ff
-        if self.activation in ("geglu", "swiglu"):  # matched parameters: 3 matrices of 8/3 d vs 2 of 4 d
-            return _round_up(8 * self.d_model // 3, 64)
-        return 4 * self.d_model
+    def resolved(self) -> ModelConfig:
+        """This config with its derived sizes spelled out (n_kv_heads, head_dim and d_ff never None): what the model,
+        the counts and the converters read, so each size has one name. The run id hashes the config as given."""
+        if None not in (self.n_kv_heads, self.head_dim, self.d_ff):
+            return self
+        d_ff = self.d_ff
+        if d_ff is None:  # GLU: matched parameters, 3 matrices of 8/3 d vs 2 of 4 d
+            d_ff = _round_up(8 * self.d_model // 3, 64) if self.is_glu else 4 * self.d_model
+        return dataclasses.replace(
+            self, n_kv_heads=self.n_heads if self.n_kv_heads is None else self.n_kv_heads,
+            head_dim=self.d_model // self.n_heads if self.head_dim is None else self.head_dim, d_ff=d_ff)
 
     @property
     def is_glu(self) -> bool:
@@ -244,7 +247,7 @@ class ParallelConfig:
     tensor: int = 1
     pipeline: int = 1
     microbatches: int = 1  # pipeline microbatches
-    schedule: Literal["gpipe", "circular"] = "gpipe"
+    pipeline_schedule: Literal["gpipe", "circular"] = "gpipe"
     pipeline_repeats: int = 1
 
     def __post_init__(self) -> None:
@@ -304,7 +307,8 @@ class RunConfig:
             _fail("parallel.pipeline", p.pipeline,
                   f"x pipeline_repeats={p.pipeline_repeats} does not divide model.n_layers={m.n_layers}",
                   "choose pipeline stages (times repeats) dividing the number of layers")
-        for name, size in (("n_heads", m.n_heads), ("n_kv_heads", m.num_kv_heads), ("d_ff", m.ff_dim)):
+        shape = m.resolved()
+        for name, size in (("n_heads", m.n_heads), ("n_kv_heads", shape.n_kv_heads), ("d_ff", shape.d_ff)):
             if size % p.tensor:
                 _fail("parallel.tensor", p.tensor, f"does not divide model.{name}={size}",
                       f"choose a tensor size dividing {name}")
@@ -352,9 +356,11 @@ class RunConfig:
     def run_id(self) -> str:
         """Stable 12-hex-digit hash of the canonical JSON, execution choices excluded: every parallel layout and every
         train.steps_per_call computes the same numbers and checkpoints restore onto any mesh, so a run moved to other
-        hardware keeps its id."""
+        hardware keeps its id. Fields in ADDED_FIELDS count only away from their defaults."""
         semantic = {k: v for k, v in self.to_dict().items() if k != "parallel"}
         semantic["train"] = {k: v for k, v in semantic["train"].items() if k not in EXECUTION_ONLY_TRAIN_FIELDS}
+        for section, defaults in ADDED_FIELDS.items():
+            semantic[section] = {k: v for k, v in semantic[section].items() if k not in defaults or v != defaults[k]}
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -369,6 +375,7 @@ def _from_dict(cls: type, d: dict, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in d.items():
+        key = RENAMED_KEYS.get(prefix + key, prefix + key)[len(prefix):]
         if key not in names:
             _unknown_key(prefix + key, sorted(_all_keys(cls, prefix)))
         tp = hints[key]
@@ -403,6 +410,9 @@ def check_key(key: str) -> None:
 
 
 def _unknown_key(key: str, valid: list[str]) -> None:
+    if key in RENAMED_KEYS:
+        raise ConfigError(f"config key {key!r} was renamed to {RENAMED_KEYS[key]!r}. Fix: set {RENAMED_KEYS[key]} "
+                          "instead (files written before the rename still load).")
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
     raise ConfigError(f"unknown config key {key!r}: {hint}")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _expand(args):
     from sweeps.expansion import expand
-    from sweeps.load import load_sweep
+    from sweeps.sweep_file import load_sweep
 
     sweep, path = load_sweep(args.config)
     sweep = sweep.with_base_overrides(args.overrides)

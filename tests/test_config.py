@@ -93,11 +93,35 @@ def test_json_round_trip_and_stable_id():
     assert out.stdout.strip() == c.run_id()
 
 
+def test_run_ids_are_pinned():
+    """Ids of existing runs never change: a rename or a new field that would change them must version the hash."""
+    assert RunConfig().run_id() == "9fe037a1f474"
+    assert RunConfig(model=ModelConfig(n_kv_heads=2, d_ff=100, head_dim=32)).run_id() == "31cf6f6f43f1"
+    assert RunConfig().override("model.kernels=reference").run_id() != RunConfig().run_id()  # set, it counts
+
+
+def test_renamed_keys_fail_naming_the_new_key_but_old_files_load():
+    with pytest.raises(ConfigError, match="renamed to 'parallel.pipeline_schedule'"):
+        RunConfig().override("parallel.schedule=circular")
+    old = json.loads(RunConfig().to_json())
+    del old["parallel"]["pipeline_schedule"]
+    old["parallel"]["schedule"] = "circular"  # as config.json files written before the rename hold it
+    assert RunConfig.from_dict(old).parallel.pipeline_schedule == "circular"
+
+
+def test_resolved_spells_out_derived_sizes_once():
+    m = ModelConfig(d_model=96, n_heads=4, activation="swiglu")
+    r = m.resolved()
+    assert (r.n_kv_heads, r.head_dim, r.d_ff) == (4, 24, 256) and r.resolved() is r
+    assert ModelConfig(d_model=96, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=50).resolved().d_ff == 50
+    assert RunConfig(model=m).to_dict()["model"]["d_ff"] is None  # the config keeps what was given
+
+
 def test_derived_quantities():
     c = RunConfig(data=DataConfig(seq_len=128), train=TrainConfig(tokens=100_000, batch_tokens=4096))
     assert c.batch_size == 32 and c.tokens_per_step == 4096 and c.num_steps == 25 and c.num_tokens == 102_400
-    assert ModelConfig(d_model=96, activation="swiglu").ff_dim == 256  # 8/3 d rounded up to 64
-    assert ModelConfig(d_model=96, activation="gelu").ff_dim == 384
+    assert ModelConfig(d_model=96, activation="swiglu").resolved().d_ff == 256  # 8/3 d rounded up to 64
+    assert ModelConfig(d_model=96, activation="gelu").resolved().d_ff == 384
 
 
 def test_cli_reports_config_errors(tmp_path):

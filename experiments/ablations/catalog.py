@@ -83,7 +83,7 @@ def positions(base: RunConfig) -> Ablation:
 
 def attention(base: RunConfig) -> Ablation:
     m = base.model
-    heads, head_dim, d_ff = m.n_heads, m.dim_per_head, base.model.ff_dim
+    heads, head_dim, d_ff = m.n_heads, m.resolved().head_dim, base.model.resolved().d_ff
     if not base.model.is_glu:
         raise ExperimentError(f"attention ablation: the base model's activation {m.activation!r} is not a GLU. Fix: "
                               "use swiglu or geglu in the scale's base (its d_ff absorbs the dropped K/V parameters)")

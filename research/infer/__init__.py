@@ -7,7 +7,7 @@
 
 from research.infer.beam import beam_generate
 from research.infer.decode import Generation, generate
-from research.infer.load import load_run
+from research.infer.load_run import load_run
 from research.infer.model import InferenceModel
 from research.infer.sampling import Sampling
 from research.infer.scoring import Perplexity, perplexity, sequence_loglik, token_logprobs

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             config, notes = import_run(args.hf_dir, args.out, args.set)
             m = config.model
             print(f"imported {args.hf_dir} -> {args.out} (run {config.run_id()}): d_model={m.d_model} "
-                  f"n_layers={m.n_layers} n_heads={m.n_heads} kv={m.num_kv_heads} vocab={m.vocab_size}")
+                  f"n_layers={m.n_layers} n_heads={m.n_heads} kv={m.resolved().n_kv_heads} vocab={m.vocab_size}")
             for note in notes:
                 print(f"  tokenizer: {note}")
             print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")

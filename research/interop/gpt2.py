@@ -38,7 +38,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str)
     """Our parameter tree (float32 NumPy, layers stacked [L, ...]) from GPT-2 tensor names."""
     prefix = "transformer." if "transformer.wte.weight" in tensors else ""
     t = Tensors(tensors, prefix, where)
-    d, h, hd, f, n = cfg.d_model, cfg.n_heads, cfg.dim_per_head, cfg.ff_dim, cfg.n_layers
+    cfg = cfg.resolved()
+    d, h, hd, f, n = cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_ff, cfg.n_layers
 
     def layers(name: str, shape: tuple, convert=lambda x: x) -> np.ndarray:
         return np.stack([convert(t.take(f"h.{i}.{name}", shape)) for i in range(n)])
@@ -69,7 +70,7 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str)
 
 def check_exportable(cfg: ModelConfig) -> None:
     """Raise naming the first option a GPT-2 checkpoint cannot represent."""
-    arch = "--arch gpt2"
+    arch, shape = "--arch gpt2", cfg.resolved()
     checks = (
         ("model.positions", cfg.positions, "learned", "GPT-2 has a learned position table",
          "train with model.positions=learned, or export RoPE models with --arch llama"),
@@ -77,9 +78,9 @@ def check_exportable(cfg: ModelConfig) -> None:
         ("model.use_bias", cfg.use_bias, True, "GPT-2's LayerNorms and projections all have biases",
          "train with model.use_bias=true"),
         ("model.norm_placement", cfg.norm_placement, "pre", "GPT-2 is pre-norm", "train with norm_placement=pre"),
-        ("model.n_kv_heads", cfg.num_kv_heads, cfg.n_heads, "GPT-2 has multi-head attention only (no GQA/MQA)",
+        ("model.n_kv_heads", shape.n_kv_heads, cfg.n_heads, "GPT-2 has multi-head attention only (no GQA/MQA)",
          "train with model.n_kv_heads=null, or export with --arch llama"),
-        ("model.head_dim", cfg.dim_per_head, cfg.d_model // cfg.n_heads, "GPT-2 derives head_dim = d_model / n_heads",
+        ("model.head_dim", shape.head_dim, cfg.d_model // cfg.n_heads, "GPT-2 derives head_dim = d_model / n_heads",
          "train with model.head_dim=null"),
         ("model.causal", cfg.causal, True, "GPT-2 is causal", "train with model.causal=true"),
         ("model.sliding_window", cfg.sliding_window, None, "GPT-2 attends to the whole context",
@@ -97,7 +98,8 @@ def config_to_hf(cfg: ModelConfig, specials: dict):
     """transformers GPT2Config for `cfg`; specials: bos/eos/pad_token_id."""
     check_exportable(cfg)
     return transformers_module().GPT2Config(
-        vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.ff_dim,
+        vocab_size=cfg.vocab_size, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
+        n_inner=cfg.resolved().d_ff,
         n_positions=cfg.max_seq_len, activation_function=TO_HF_ACT[cfg.activation], layer_norm_epsilon=cfg.norm_eps,
         resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=0.0, tie_word_embeddings=cfg.tie_embeddings,
         initializer_range=cfg.init_std, **specials)

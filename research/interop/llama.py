@@ -60,7 +60,8 @@ def params_from_hf(cfg: ModelConfig, tensors: dict[str, np.ndarray], where: str)
     """Our parameter tree (float32 NumPy, layers stacked [L, ...]) from HF tensor names."""
     prefix = "model." if "model.embed_tokens.weight" in tensors else ""
     t = Tensors(tensors, prefix, where)
-    d, h, kv, hd, f, n = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.ff_dim, cfg.n_layers
+    cfg = cfg.resolved()
+    d, h, kv, hd, f, n = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.n_layers
 
     def layers(name: str, shape: tuple, convert, optional: bool = False) -> np.ndarray:
         out = []
@@ -127,11 +128,11 @@ def check_exportable(cfg: ModelConfig) -> str:
 
 def config_to_hf(cfg: ModelConfig, specials: dict):
     """transformers config object for `cfg` (check_exportable first); specials: bos/eos/pad_token_id."""
-    model_type = check_exportable(cfg)
+    model_type, cfg = check_exportable(cfg), cfg.resolved()
     tf = transformers_module()
-    common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ff_dim,
+    common = dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
                   num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                  num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.dim_per_head,
+                  num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
                   hidden_act=TO_HF_ACT[cfg.activation], max_position_embeddings=cfg.max_seq_len,
                   rms_norm_eps=cfg.norm_eps, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base},
                   tie_word_embeddings=cfg.tie_embeddings, initializer_range=cfg.init_std, **specials)

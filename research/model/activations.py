@@ -41,6 +41,3 @@ def _silu_jvp(primals, tangents):
     s = jax.nn.sigmoid(x)
     return x * s, (s * (1.0 + x * (1.0 - s))) * t
 
-
-def relu(x: jnp.ndarray) -> jnp.ndarray:
-    return jax.nn.relu(x)

@@ -29,11 +29,12 @@ def attend(q, k, v, cfg: ModelConfig, q_positions, k_positions, *, k_valid=None)
     and with queries and keys one span, masks follow the index (key j is visible to query i when j <= i and, with a
     window, i - j < window) and the blocked path runs; otherwise masks follow the positions.
     """
-    if k_valid is None and q_positions is k_positions and q_positions.ndim == 1:
+    blocked = cfg.kernels == "tuned"  # model.kernels=reference: jax.nn.dot_product_attention below
+    if blocked and k_valid is None and q_positions is k_positions and q_positions.ndim == 1:
         slopes = alibi_slopes(cfg.n_heads) if cfg.positions == "alibi" else None
         return blocked_attention(q, k, v, q_positions, slopes, causal=cfg.causal, window=cfg.sliding_window)
     bias = alibi_bias(cfg.n_heads, q_positions, k_positions) if cfg.positions == "alibi" else None
-    if k_valid is None and q_positions is k_positions:  # one span with per-row positions: index masks, fused path
+    if k_valid is None and q_positions is k_positions:  # one span: index masks, fused path
         window = (cfg.sliding_window - 1, 0) if cfg.sliding_window is not None else None
         return jax.nn.dot_product_attention(
             q, k, v, bias=None if bias is None else bias.astype(q.dtype), is_causal=cfg.causal,

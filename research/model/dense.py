@@ -21,16 +21,17 @@ def dense(x: jnp.ndarray, w: jnp.ndarray, contract: int = 1, out_dtype=None) -> 
     x: [*batch, *in]; w: [*in, *out] -> [*batch, *out] in `out_dtype` (default x's dtype). For example
     "btd,dhk->bthk" is dense(x, w) and "bthk,hkd->btd" is dense(x, w, contract=2).
     """
-    return _forward(x, w, contract, out_dtype)
+    return dense_reference(x, w, contract, out_dtype)
 
 
-def _forward(x, w, contract, out_dtype):
+def dense_reference(x: jnp.ndarray, w: jnp.ndarray, contract: int = 1, out_dtype=None) -> jnp.ndarray:
+    """The same contraction, differentiated by autodiff (model.kernels=reference)."""
     dims = ((tuple(range(x.ndim - contract, x.ndim)), tuple(range(contract))), ((), ()))
     return jax.lax.dot_general(x, w, dims, preferred_element_type=out_dtype or x.dtype)
 
 
 def _dense_fwd(x, w, contract, out_dtype):
-    return _forward(x, w, contract, out_dtype), (x, w)
+    return dense_reference(x, w, contract, out_dtype), (x, w)
 
 
 def _dense_bwd(contract, out_dtype, residuals, g):

@@ -34,7 +34,8 @@ class ParamCount:
 
 def _block_params(cfg: ModelConfig) -> tuple[int, int]:
     """(all parameters, weight-matrix entries) of one block."""
-    d, h, kv, hd, f = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head, cfg.ff_dim
+    cfg = cfg.resolved()
+    d, h, kv, hd, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff
     attn_matrices = d * h * hd + 2 * d * kv * hd + h * hd * d
     mlp_matrices = (3 if cfg.is_glu else 2) * d * f
     biases = 0
@@ -66,7 +67,7 @@ def count_params(cfg: ModelConfig) -> ParamCount:
 
 def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     """Forward + backward of q k^T and the weighted sum over values: 3 x 2 x 2 x L x heads x head_dim x T."""
-    return 12 * cfg.n_layers * cfg.n_heads * cfg.dim_per_head * seq_len
+    return 12 * cfg.n_layers * cfg.n_heads * cfg.resolved().head_dim * seq_len
 
 
 def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:

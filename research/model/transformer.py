@@ -16,9 +16,8 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from research.config import ModelConfig
-from research.model.activations import gelu, relu, silu
 from research.model.attention import attend
-from research.model.dense import dense
+from research.model.kernels import kernels
 from research.model.positions import apply_rope, sinusoidal_table
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -72,7 +71,8 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: ModelConfig, batch: int, max_len: int) -> KVCache:
-        shape = (cfg.n_layers, batch, max_len, cfg.num_kv_heads, cfg.dim_per_head)
+        cfg = cfg.resolved()
+        shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
         dtype = DTYPES[cfg.compute_dtype]
         return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                    positions=jnp.full((batch, max_len), -1, jnp.int32), index=jnp.zeros((), jnp.int32))
@@ -90,8 +90,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, cache=None, slots=None):
-        cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
-        d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.num_kv_heads, cfg.dim_per_head
+        cfg, dtype, dense = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg).dense
+        d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         wq = _param(self, "wq", (d, h, hd), ("embed", "heads", "head_dim"), _matrix_init(cfg))
         wk = _param(self, "wk", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
         wv = _param(self, "wv", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
@@ -125,24 +125,24 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
-        d, f = cfg.d_model, cfg.ff_dim
+        cfg, dtype, ops = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg)
+        d, f = cfg.d_model, cfg.d_ff
         w_in = _param(self, "w_in", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-        hidden = dense(x, w_in.astype(dtype))  # [batch, T, d_ff]
+        hidden = ops.dense(x, w_in.astype(dtype))  # [batch, T, d_ff]
         if cfg.use_bias:
             hidden = hidden + _param(self, "b_in", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
         if cfg.is_glu:
             w_gate = _param(self, "w_gate", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-            gate = dense(x, w_gate.astype(dtype))
+            gate = ops.dense(x, w_gate.astype(dtype))
             if cfg.use_bias:
                 gate = gate + _param(self, "b_gate", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
-            hidden = (silu if cfg.activation == "swiglu" else gelu)(gate) * hidden
+            hidden = (ops.silu if cfg.activation == "swiglu" else ops.gelu)(gate) * hidden
         elif cfg.activation == "relu":
-            hidden = relu(hidden)
+            hidden = jax.nn.relu(hidden)
         else:
-            hidden = gelu(hidden)
+            hidden = ops.gelu(hidden)
         w_out = _param(self, "w_out", (f, d), ("mlp", "embed"), _matrix_init(cfg, residual_out=True))
-        y = dense(hidden, w_out.astype(dtype))
+        y = ops.dense(hidden, w_out.astype(dtype))
         if cfg.use_bias:
             y = y + _param(self, "b_out", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
         return y
@@ -247,6 +247,6 @@ class Transformer(nn.Module):
             head = embedding.T
         else:
             head = _param(self, "lm_head", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), _matrix_init(cfg))
-        logits = dense(x, head.astype(dtype), out_dtype=jnp.float32)  # [batch, T, vocab]
+        logits = kernels(cfg).dense(x, head.astype(dtype), out_dtype=jnp.float32)  # [batch, T, vocab]
         logits = _constrain(logits, ("act_batch", "act_seq", "act_vocab"))
         return logits if cache is None else (logits, cache)

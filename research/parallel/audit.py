@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-replicated", type=float, default=0.05,
                         help="largest acceptable share of parameter bytes replicated on every device")
     args = parser.parse_args(argv)
-    from research.configs import load_config
+    from research.config_files import load_config
 
     try:
         config = load_config(args.config, args.overrides)

@@ -48,7 +48,7 @@ class Pipeline:
                                   "integer.")
         if self.schedule == "gpipe" and self.repeats != 1:
             raise ConfigError(f"parallel.pipeline_repeats={self.repeats}: repeats apply to the circular schedule "
-                              "only. Fix: set parallel.schedule=circular, or parallel.pipeline_repeats=1.")
+                              "only. Fix: set parallel.pipeline_schedule=circular, or parallel.pipeline_repeats=1.")
         if self.repeats > 1 and self.microbatches < self.stages:
             raise ConfigError(
                 f"parallel.microbatches={self.microbatches}: the circular schedule needs at least as many "
@@ -161,7 +161,8 @@ def pipeline_for(config: RunConfig) -> Pipeline | None:
     p = config.parallel
     if p.pipeline == 1:
         return None
-    return Pipeline(stages=p.pipeline, microbatches=p.microbatches, repeats=p.pipeline_repeats, schedule=p.schedule)
+    return Pipeline(stages=p.pipeline, microbatches=p.microbatches, repeats=p.pipeline_repeats,
+                    schedule=p.pipeline_schedule)
 
 
 def model_for(config: RunConfig):

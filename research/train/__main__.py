@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from research.config import ConfigError
-from research.configs import load_config
+from research.config_files import load_config
 
 EXIT_CODES = {"complete": 0, "diverged": 3, "interrupted": 130}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import jax
 
 from research.config import ConfigError, RunConfig
-from research.configs import load_config
+from research.config_files import load_config
 from research.parallel.mesh import check_batch_split
 from research.parallel.pipeline import pipeline_for
 from research.train.setup import setup

@@ -81,7 +81,8 @@ def test_attention_variants_match_parameters_and_shrink_the_kv_cache():
     _, base, runs = _runs("attention", seeds=1)
     by_variant = {r.tags["variant"]: r.config for r in runs}
     heads = base.model.n_heads
-    assert {v: c.model.num_kv_heads for v, c in by_variant.items()} == {"mha": heads, "gqa": heads // 2, "mqa": 1}
+    kv_heads = {v: c.model.resolved().n_kv_heads for v, c in by_variant.items()}
+    assert kv_heads == {"mha": heads, "gqa": heads // 2, "mqa": 1}
     counts = {v: _init_params(c) for v, c in by_variant.items()}
     assert len(set(counts.values())) == 1, counts
     kv = {v: kv_bytes_per_token(c.to_dict()["model"]) for v, c in by_variant.items()}

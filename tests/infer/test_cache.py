@@ -40,7 +40,8 @@ def test_cached_decoding_matches_full_recompute(name):
     logits = np.asarray(logits)
     for row, n in enumerate(PROMPT_LENGTHS):
         np.testing.assert_allclose(logits[row, width - n:], reference[row][:n], rtol=1e-5, atol=1e-4)
-    assert cache.k.shape == (cfg.n_layers, 2, width + STEPS, cfg.num_kv_heads, cfg.dim_per_head)  # KV heads only
+    shape = cfg.resolved()
+    assert cache.k.shape == (cfg.n_layers, 2, width + STEPS, shape.n_kv_heads, shape.head_dim)  # KV heads only
     for step in range(STEPS):
         fed = np.array([[s[n + step]] for s, n in zip(seqs, PROMPT_LENGTHS)], np.int32)
         at = np.array([[n + step] for n in PROMPT_LENGTHS], np.int32)

@@ -82,7 +82,7 @@ def _random_params(cfg: ModelConfig, seed: int) -> dict:
 
 def _explicit(cfg: ModelConfig) -> ModelConfig:
     """Defaults spelled out (d_ff=None and d_ff=128 are the same model)."""
-    return dataclasses.replace(cfg, d_ff=cfg.ff_dim, head_dim=cfg.dim_per_head, n_kv_heads=cfg.num_kv_heads)
+    return cfg.resolved()
 
 
 SMALL = dict(vocab_size=48, d_model=32, n_layers=2, n_heads=4, max_seq_len=32)

@@ -30,8 +30,8 @@ def randomize(params: dict, cfg: ModelConfig, seed: int = 0) -> dict:
     biases std 0.2.
     """
     rng = np.random.default_rng(seed)
-    fan_in = {"wq": cfg.d_model, "wk": cfg.d_model, "wv": cfg.d_model, "wo": cfg.n_heads * cfg.dim_per_head,
-              "w_in": cfg.d_model, "w_gate": cfg.d_model, "w_out": cfg.ff_dim, "lm_head": cfg.d_model,
+    fan_in = {"wq": cfg.d_model, "wk": cfg.d_model, "wv": cfg.d_model, "wo": cfg.n_heads * cfg.resolved().head_dim,
+              "w_in": cfg.d_model, "w_gate": cfg.d_model, "w_out": cfg.resolved().d_ff, "lm_head": cfg.d_model,
               "embedding": 1, "pos_embedding": 1}
 
     def leaf(path, x):

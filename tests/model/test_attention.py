@@ -77,7 +77,7 @@ def _ref(q, k, v, cfg, **kw):
 @pytest.mark.parametrize("case", list(ATTEND_CASES))
 def test_attend_matches_numpy_on_both_mask_paths(case):
     cfg = _cfg(*ATTEND_CASES[case])
-    q, k, v = _qkv(cfg.num_kv_heads)
+    q, k, v = _qkv(cfg.resolved().n_kv_heads)
     expected = _ref(q, k, v, cfg)
     fused, masked = _attend(q, k, v, cfg)
     np.testing.assert_allclose(fused, expected, atol=ATOL, rtol=ATOL)
@@ -109,7 +109,7 @@ def test_blocked_attention_over_several_blocks_matches_numpy_and_autodiff(case):
     """Blocks of 3 rows over T = 7 (an uneven last block): causal and window block skipping, the online
     log-sum-exp and the hand-written backward give NumPy's values and the masked path's autodiff gradients."""
     cfg = _cfg(*ATTEND_CASES[case])
-    q, k, v = _qkv(cfg.num_kv_heads, seed=6)
+    q, k, v = _qkv(cfg.resolved().n_kv_heads, seed=6)
     (value, grads), (ref_value, ref_grads) = _blocked_and_masked_grads(cfg, 3)(q, k, v)
     np.testing.assert_allclose(value, ref_value, atol=1e-4, rtol=1e-5)
     for name, g, r in zip("qkv", grads, ref_grads):

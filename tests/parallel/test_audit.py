@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from research.configs import load_config
+from research.config_files import load_config
 from research.model.flops import count_params
 from research.parallel.audit import audit, main, replicated_share
 

@@ -21,9 +21,10 @@ from tests.parallel.test_layouts import _bytes_per_device, _train, assert_matche
 
 PP_LAYOUTS = {
     "pp2_dp4_gpipe": ParallelConfig(data=4, pipeline=2, microbatches=2),
-    "pp2_dp4_circular": ParallelConfig(data=4, pipeline=2, microbatches=2, schedule="circular", pipeline_repeats=2),
+    "pp2_dp4_circular": ParallelConfig(data=4, pipeline=2, microbatches=2, pipeline_schedule="circular",
+                                       pipeline_repeats=2),
     "pp4_tp2_gpipe": ParallelConfig(data=1, pipeline=4, tensor=2, microbatches=4),
-    "pp4_tp2_circular": ParallelConfig(data=1, pipeline=4, tensor=2, microbatches=4, schedule="circular",
+    "pp4_tp2_circular": ParallelConfig(data=1, pipeline=4, tensor=2, microbatches=4, pipeline_schedule="circular",
                                        pipeline_repeats=2),
 }
 
@@ -137,8 +138,8 @@ def test_pipeline_layout_matches_single_device(layout, single_device):
 def _expected_bytes_per_device(config: RunConfig, pipeline: int, tensor: int) -> int:
     """Parameter bytes on one device, by hand: block weights split over pipeline stages, and over tensor where they
     have a heads / kv_heads / mlp / vocab dimension; embeddings and the head split over tensor only."""
-    m = config.model
-    d, f, h, kv, hd, v, n = m.d_model, m.ff_dim, m.n_heads, m.num_kv_heads, m.dim_per_head, m.vocab_size, m.n_layers
+    m = config.model.resolved()
+    d, f, h, kv, hd, v, n = m.d_model, m.d_ff, m.n_heads, m.n_kv_heads, m.head_dim, m.vocab_size, m.n_layers
     per_layer_split = d * h * hd * 2 + d * kv * hd * 2 + (3 if m.is_glu else 2) * d * f  # wq wo wk wv, MLP
     per_layer_whole = 2 * d  # the two norm scales
     blocks = n * (per_layer_split / tensor + per_layer_whole) / pipeline

@@ -25,7 +25,7 @@ def test_bad_layouts_fail_before_compiling():
     with pytest.raises(ConfigError, match="train.batch_size=16"):  # 4 rows per microbatch over 8 shards
         check_layout(_config(ParallelConfig(data=1, fsdp=8, pipeline=2, microbatches=2)), 16)
     with pytest.raises(ConfigError, match="parallel.microbatches=2"):  # circular: fewer microbatches than stages
-        check_layout(_config(ParallelConfig(data=1, pipeline=4, microbatches=2, schedule="circular",
+        check_layout(_config(ParallelConfig(data=1, pipeline=4, microbatches=2, pipeline_schedule="circular",
                                             pipeline_repeats=2)), 4)
     assert main(["--config", "tiny-does-not-exist", "--devices", "8"]) == 2
 

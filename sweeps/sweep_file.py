@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from research.configs import call_factory
+from research.config_files import call_factory
 from sweeps.spec import Sweep, SweepError
 
 CONFIGS = Path(__file__).parent / "configs"
