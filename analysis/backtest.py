@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import bootstrap
 from analysis.chinchilla import ChinchillaFit, fit_chinchilla
 from analysis.load import Convention, fit_columns
 
@@ -81,7 +82,6 @@ def backtest(df: pd.DataFrame, holdout=0.2, *, by: str = "C", n_bootstrap: int =
     table["predicted"] = fit.predict(table["N"], table["D"])
     table["rel_error"] = table["predicted"] / table["loss"] - 1
     if n_bootstrap:
-        from analysis.bootstrap import bootstrap
         fit.bootstrap = bootstrap(fit, n_samples=n_bootstrap, seed=seed, level=level, points=table[["N", "D"]])
         pred = fit.bootstrap.prediction_table()
         table["ci_low"], table["ci_high"] = pred["ci_low"].to_numpy(), pred["ci_high"].to_numpy()

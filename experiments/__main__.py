@@ -12,9 +12,15 @@ import argparse
 import sys
 import time
 
+from experiments.ablations import NAMES, build
 from experiments.ablations.scales import SCALES, ExperimentError
+from experiments.report import write_report
+from experiments.run import RunOptions, run_experiment
 from research.config import ConfigError
+from sweeps.estimate import fmt_duration
+from sweeps.expansion import expand
 from sweeps.spec import Resources, SweepError
+from sweeps.tables import render
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,11 +57,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list(args) -> int:
-    from experiments.ablations import NAMES, build
-    from sweeps.estimate import fmt_duration
-    from sweeps.expansion import expand
-    from sweeps.tables import render
-
     rows = []
     for name in NAMES:
         cells = []
@@ -81,9 +82,6 @@ def _list(args) -> int:
 
 
 def _run(args) -> int:
-    from experiments.report import write_report
-    from experiments.run import RunOptions, run_experiment
-
     started = time.perf_counter()
     resources = Resources(partition=args.partition, time_min=args.time_min, gpus_per_task=args.gpus_per_task)
     options = RunOptions(scale=args.scale, seeds=args.seeds, executor=args.executor, workers=args.workers,
@@ -100,8 +98,6 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from experiments.report import write_report
-
     paths = write_report(args.out)
     print(paths["report"].read_text())
     print(f"written: {', '.join(str(p) for p in paths.values())}")

@@ -22,6 +22,7 @@ def length_losses(workdir: str | Path, factors: tuple[int, ...]) -> dict:
 
     Each length covers the text of the training run's own evaluation (eval_batches x rows x seq_len tokens), so
     the 1x number reproduces its final eval loss."""
+    # JAX and the model load here only: `experiments report` imports this module for its table and reads files
     import jax
 
     from research.data import load_data

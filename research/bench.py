@@ -16,12 +16,14 @@ import jax
 import numpy as np
 
 from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from research.config_files import load_config
 from research.model.flops import count_params, mfu_flops_per_token
 from research.parallel import activate, batch_sharding
 from research.parallel.pipeline import model_for, pipeline_for
 from research.presets import model as preset_model
 from research.train.host_memory import keep_freed_host_memory
 from research.train.mfu import ACCELERATOR_PEAKS, measure_cpu_peak, peak_flops
+from research.train.plan import simulate_devices
 from research.train.setup import setup
 from research.train.step import call_inputs, steps_per_call
 
@@ -62,7 +64,7 @@ def benchmark(config: RunConfig, steps: int = 5, warmup: int = 2, devices: list 
     devices = jax.devices() if devices is None else devices
     reference = None
     if against == "torch":
-        from research.bench_torch import TorchTrainer
+        from research.bench_torch import TorchTrainer  # PyTorch: an optional extra, loaded only for --against
 
         reference = TorchTrainer(config, threads=os.cpu_count() or 1)  # XLA:CPU uses every core too
     run_setup = setup(config, devices)
@@ -183,16 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.layouts:
             if jax.device_count() < 8:
-                from research.train.plan import simulate_devices
-
                 return simulate_devices("research.bench", sys.argv[1:] if argv is None else argv, 8)
             print_layouts(benchmark_layouts(args.steps, args.warmup, args.overrides))
             return 0
         if args.config is None:
             config = default_config().override(*args.overrides)
         else:
-            from research.config_files import load_config
-
             config = load_config(args.config, args.overrides)
         r = benchmark(config, steps=args.steps, warmup=args.warmup, against=args.against)
     except ConfigError as e:

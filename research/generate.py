@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensor", type=int, default=1, help="tensor-parallel devices to decode on")
     args = parser.parse_args(argv)
     try:
+        # JAX loads after the arguments are parsed, so --help and usage errors answer at once
         from research.infer import Sampling, beam_generate, generate, load_run
 
         method = Sampling(args.temperature, args.top_k, args.top_p)

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensor", type=int, default=1, help="tensor-parallel devices")
     args = parser.parse_args(argv)
     try:
+        # JAX loads after the arguments are parsed, so --help and usage errors answer at once
         from research.infer import load_run, perplexity, token_logprobs
 
         if args.text_file is not None:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer, config = load_run(args.workdir, args.step, args.tensor)
         window = config.data.seq_len if args.window is None else args.window
         if args.split == "val":
-            from research.data import load_data
+            from research.data import load_data  # the data stack, only for --split
 
             stream = np.asarray(load_data(config.data, args.workdir).val_tokens[:args.max_tokens], np.int32)
             result = perplexity(model, np.concatenate([[tokenizer.eos_id], stream]).astype(np.int32), window)

@@ -17,8 +17,18 @@ from pathlib import Path
 
 from research.config import ConfigError
 from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S
+from sweeps.estimate import Estimator
 from sweeps.executors import execute
+from sweeps.expansion import expand
+from sweeps.manifest import order_for_reuse, plan_from_sweep, read_plan, write_plan
+from sweeps.multihost import work
+from sweeps.results import collect, write_results
+from sweeps.rundir import record_reset, run_state
+from sweeps.runner import WorkerOptions
 from sweeps.spec import SweepError
+from sweeps.status import format_status, sweep_status
+from sweeps.sweep_file import load_sweep
+from sweeps.tables import plan_table
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,20 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _expand(args):
-    from sweeps.expansion import expand
-    from sweeps.sweep_file import load_sweep
-
     sweep, path = load_sweep(args.config)
     sweep = sweep.with_base_overrides(args.overrides)
     return sweep, path, expand(sweep), Path(args.out or f"runs/{sweep.name}")
 
 
 def _plan(args) -> int:
-    from sweeps.estimate import Estimator
-    from sweeps.manifest import order_for_reuse
-    from sweeps.results import collect
-    from sweeps.tables import plan_table
-
     sweep, _, expansion, out = _expand(args)
     estimator = Estimator.fit(collect(out)) if out.is_dir() else Estimator()
     print(plan_table(sweep, expansion, order_for_reuse(expansion.runs), estimator))
@@ -107,14 +109,6 @@ def _plan(args) -> int:
 
 
 def _run(args) -> int:
-    from sweeps.estimate import Estimator
-    from sweeps.manifest import plan_from_sweep, write_plan
-    from sweeps.results import collect, write_results
-    from sweeps.rundir import record_reset, run_state
-    from sweeps.runner import WorkerOptions
-    from sweeps.status import format_status, sweep_status
-    from sweeps.tables import plan_table
-
     started = time.perf_counter()
     sweep, path, expansion, out = _expand(args)
     overrides = {k: v for k, v in (("partition", args.partition), ("time_min", args.time_min),
@@ -167,10 +161,7 @@ def _run(args) -> int:
 
 
 def _worker(args) -> int:
-    from research.train.compile_cache import enable_compilation_cache
-    from sweeps.manifest import read_plan
-    from sweeps.multihost import work
-    from sweeps.runner import WorkerOptions
+    from research.train.compile_cache import enable_compilation_cache  # JAX: only the commands that train load it
 
     enable_compilation_cache()
     plan = read_plan(Path(args.out))
@@ -183,8 +174,6 @@ def _worker(args) -> int:
 
 
 def _status(args) -> int:
-    from sweeps.status import format_status, sweep_status
-
     out = Path(args.out)
     if not (out / "runs").is_dir():
         raise SweepError(f"{out}: no runs/ directory. Fix: point at a sweep's --out directory")
@@ -199,8 +188,6 @@ def _status(args) -> int:
 
 
 def _results(args) -> int:
-    from sweeps.results import write_results
-
     print(write_results(args.out))
     return 0
 

@@ -25,7 +25,7 @@ def announce(index: int) -> None:
 
 def follow(out: str | Path, plan: Plan) -> list[str]:
     """Processes > 0: train whatever process 0 announces, until it announces -1."""
-    from research.train import run
+    from research.train import run  # JAX loads in the worker that trains, not in the CLI that plans
 
     trained = []
     while (index := _broadcast(-1)) >= 0:
@@ -40,7 +40,7 @@ def work(out: str | Path, plan: Plan, options: WorkerOptions, coordinator: str |
          local_cpu_devices: int | None = None) -> WorkerReport:
     """One worker, single- or multi-process: join jax.distributed if asked (or under a multi-task Slurm step),
     then process 0 works the plan and the others follow it."""
-    import jax
+    import jax  # in the worker only: the CLI that plans never loads JAX
 
     from research.parallel.distributed import initialize
 

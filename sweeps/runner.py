@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from research.config import ConfigError
+from research.data.errors import DataError
 from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S, owner_info, try_claim
 from sweeps.expansion import RunSpec
 from sweeps.manifest import Plan
@@ -159,8 +161,9 @@ class Worker:
             return
         if self._precompiling is not None and self._precompiling.is_alive():
             return
+        # JAX and the trainer load on first use, so planning and status stay light
+        from research.train.executables import shape_signature
         from research.train.precompile import overlaps_training, precompile_in_background
-        from research.train.step import shape_signature
 
         if not overlaps_training():
             return
@@ -217,12 +220,6 @@ def _finished(run_dir: Path) -> bool:
 
 def _is_fatal(e: Exception) -> bool:
     """Errors that the same config will raise again: bad config or unusable data."""
-    from research.config import ConfigError
-
-    try:
-        from research.data.errors import DataError
-    except ImportError:  # pragma: no cover
-        DataError = ConfigError  # noqa: N806
     return isinstance(e, (ConfigError, DataError))
 
 

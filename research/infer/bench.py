@@ -19,6 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError, ModelConfig
+from research.infer import InferenceModel, generate
+from research.model import Transformer
+from research.presets import model as preset
 
 
 def _recompute_fn(model, steps: int, start: int):
@@ -49,9 +52,6 @@ def _best_time(fn, repeats: int) -> float:
 def benchmark(cfg: ModelConfig, batches=(1, 16), new_tokens=(32, 128, 256), prompt_len: int = 16,
               no_cache_steps: int = 8, repeats: int = 2) -> list[dict]:
     """One row per (batch, new tokens): tokens/s with the cache, without, and their ratio."""
-    from research.infer import InferenceModel, generate
-    from research.model import Transformer
-
     if prompt_len + max(new_tokens) > cfg.max_seq_len:
         raise ConfigError(f"--new-tokens={max(new_tokens)}: with a {prompt_len}-token prompt it exceeds "
                           f"model.max_seq_len={cfg.max_seq_len}. Fix: use at most {cfg.max_seq_len - prompt_len}.")
@@ -84,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cache-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    from research.presets import model as preset
-
     try:
         cfg = preset(args.config)
         rows = benchmark(cfg, args.batches, args.new_tokens, args.prompt_len, args.no_cache_steps, args.repeats)

@@ -9,6 +9,7 @@ __all__ = ["export_hf", "import_hf", "import_run"]
 
 
 def __getattr__(name: str):
+    # the converters load JAX and the [hf] extra: `import research.interop` stays light until one is used
     if name in ("import_hf", "export_hf"):
         from research.interop import convert
 

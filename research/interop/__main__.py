@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "import":
-            from research.interop.rundir import import_run
+            from research.interop.rundir import import_run  # JAX and the [hf] extra: after --help
 
             config, notes = import_run(args.hf_dir, args.out, args.set)
             m = config.model
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  tokenizer: {note}")
             print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
         else:
-            from research.interop.convert import export_hf
+            from research.interop.convert import export_hf  # JAX and the [hf] extra: after --help
 
             out = export_hf(args.workdir, None, args.out, arch=args.arch, step=args.step)
             print(f"exported {args.workdir} -> {out}: load with "

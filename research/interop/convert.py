@@ -14,9 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.config import ConfigError, ModelConfig, RunConfig
+from research.data import Tokenizer
 from research.interop import gpt2, llama
 from research.interop.hf_config import LLAMA_FAMILY, SUPPORTED, fail, load_hf_config
+from research.interop.hf_tokenizer import write_hf_tokenizer
 from research.interop.safetensors_io import read_tensors, write_tensors
+from research.model import Transformer
+from research.train.setup import restore_state
 
 ARCHS = {"llama": llama, "gpt2": gpt2}
 
@@ -34,7 +38,6 @@ def import_hf(path: str | Path) -> tuple[ModelConfig, dict]:
 
 def check_params(cfg: ModelConfig, params: dict) -> None:
     """Raise unless `params` has exactly the tree and shapes research.model's Transformer(cfg) creates."""
-    from research.model import Transformer
 
     tokens = jax.ShapeDtypeStruct((1, 1), jnp.int32)
     expected = nn.meta.unbox(jax.eval_shape(lambda t: Transformer(cfg).init(jax.random.key(0), t), tokens)["params"])
@@ -60,8 +63,6 @@ def export_hf(source: ModelConfig | RunConfig | str | Path, params: dict | None,
     """
     tokenizer = None
     if isinstance(source, str | Path):
-        from research.data import Tokenizer
-        from research.train.setup import restore_state
 
         workdir = Path(source)
         if params is None:
@@ -91,7 +92,6 @@ def export_hf(source: ModelConfig | RunConfig | str | Path, params: dict | None,
     hf_config.save_pretrained(str(out))
     write_tensors(out, ARCHS[arch].params_to_hf(cfg, params))
     if tokenizer is not None:
-        from research.interop.hf_tokenizer import write_hf_tokenizer
 
         write_hf_tokenizer(tokenizer, out)
     return out

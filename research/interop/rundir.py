@@ -16,8 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from research.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, apply_overrides
+from research.data import load_data
+from research.files import write_json_atomic
 from research.interop.convert import check_params, import_hf
 from research.interop.hf_tokenizer import tokenizer_from_hf
+from research.train.checkpoint import Checkpointer
+from research.train.setup import TrainState, setup
 
 # Fine-tuning defaults (a pretrained model wants a far smaller step than training from scratch); --set changes them.
 FINETUNE_OPTIM = OptimConfig(lr=1e-4, schedule="cosine", warmup_steps=10, weight_decay=0.0)
@@ -53,10 +57,6 @@ def import_config(model: ModelConfig, tokenizer, overrides: list[str]) -> RunCon
 
 def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = ()) -> tuple[RunConfig, list[str]]:
     """Write the run directory `workdir` for the HF checkpoint `hf_dir`; returns its config and notes on specials."""
-    from research.data import load_data
-    from research.files import write_json_atomic
-    from research.train.checkpoint import Checkpointer
-    from research.train.setup import TrainState, setup
 
     hf_dir, workdir = Path(hf_dir), Path(workdir)
     if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():

@@ -9,8 +9,8 @@ on a CPU; tests/model holds the two equal in values and gradients.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from research.config import ConfigError, RunConfig
+from research.config_files import load_config
 from research.model import Transformer
 from research.parallel.mesh import axes_size, fit_spec
 from research.parallel.rules import LOGICAL_AXIS_RULES
@@ -73,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-replicated", type=float, default=0.05,
                         help="largest acceptable share of parameter bytes replicated on every device")
     args = parser.parse_args(argv)
-    from research.config_files import load_config
 
     try:
         config = load_config(args.config, args.overrides)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        from research.parallel.distributed import initialize
+        from research.parallel.distributed import initialize  # before anything touches JAX's backends
 
         initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
         from research.train import run  # heavy imports after the config is known to be valid

@@ -1,4 +1,4 @@
-"""A small thread-safe cache of compiled executables, keyed by everything a compile depends on.
+"""Compiled executables, cached under one key: everything a compile depends on (`compile_key`).
 
 Runs of equal shapes share one compiled init, train step and eval step. A background thread may be compiling the
 next run's executables (research.train.precompile) while this run trains: a caller asking for a key that is being
@@ -7,11 +7,33 @@ built waits for that build instead of compiling it twice, and callers asking for
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
+
+from research.config import RunConfig
+from research.parallel.pipeline import pipeline_for
+from research.train.optimizer import SCHEDULE_FIELDS
+
+
+def shape_signature(config: RunConfig) -> dict:
+    """What a config contributes to its compiled pieces: the seed, the length and the learning-rate schedule are
+    inputs, not part of it, so runs equal on it (and on data and devices) share them."""
+    optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
+    return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
+            "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
+            "pipeline": repr(pipeline_for(config))}
+
+
+def compile_key(config: RunConfig, mesh, **extra) -> str:
+    """The one cache key of every compiled piece of a run: its shape signature, the devices, and what the piece
+    adds (pad id, steps per call, the model the caller built)."""
+    devices = {"mesh": dict(mesh.shape), "devices": [d.id for d in mesh.devices.flat]}
+    return json.dumps(shape_signature(config) | devices | extra, sort_keys=True, default=repr)
 
 
 class ExecutableCache:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -16,8 +15,7 @@ from research.config import RunConfig
 from research.model import Transformer
 from research.parallel import activate, logical_to_sharding
 from research.train.compile_cache import INIT_CPU_COMPILER_OPTIONS, compile_lowered
-from research.train.executables import ExecutableCache
-from research.train.optimizer import SCHEDULE_FIELDS
+from research.train.executables import ExecutableCache, compile_key
 
 
 @flax.struct.dataclass
@@ -33,14 +31,8 @@ def _boxed_state(model: Transformer, tx: optax.GradientTransformation, rng: jax.
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def _shape_key(config: RunConfig, mesh: Mesh) -> tuple:
-    """What the state's shapes, shardings and init depend on (not the seed, length or schedule)."""
-    optim = tuple((k, v) for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS)
-    return config.model, optim, config.data.seq_len, tuple(mesh.shape.items()), tuple(d.id for d in mesh.devices.flat)
-
-
-_SHARDINGS = ExecutableCache(capacity=16)  # shape key -> (abstract state, shardings)
-_INITS = ExecutableCache()  # shape key -> compiled init: later runs of the same shapes reuse it
+_SHARDINGS = ExecutableCache(capacity=16)  # (abstract state, shardings)
+_INITS = ExecutableCache()  # compiled init: later runs of the same shapes reuse it
 
 
 def state_shardings(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh):
@@ -54,8 +46,8 @@ def state_shardings(config: RunConfig, model: Transformer, tx: optax.GradientTra
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings)
         return abstract, shardings
 
-    model_key = (type(model).__name__, model.cfg, getattr(model, "pipeline", None))  # what the caller really built
-    return _SHARDINGS.get(_shape_key(config, mesh) + model_key, build)
+    built = (type(model).__name__, model.cfg, getattr(model, "pipeline", None))  # what the caller really built
+    return _SHARDINGS.get(compile_key(config, mesh, model=built), build)
 
 
 def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):
@@ -72,7 +64,7 @@ def compiled_init(config: RunConfig, model: Transformer, tx: optax.GradientTrans
             lowered = jax.jit(init, out_shardings=shardings).lower(jax.random.key(0))
             return compile_lowered(lowered, mesh.devices.flat[0].platform, INIT_CPU_COMPILER_OPTIONS)
 
-    return _INITS.get(_shape_key(config, mesh), build)
+    return _INITS.get(compile_key(config, mesh), build)
 
 
 def init_state(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, shardings):

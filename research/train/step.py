@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,10 +12,10 @@ from research.config import RunConfig
 from research.model import Transformer
 from research.model.flops import train_flops_per_token
 from research.parallel import activate, batch_sharding, replicated
-from research.parallel.pipeline import model_for, pipeline_for
+from research.parallel.pipeline import model_for
 from research.train.compile_cache import compile_lowered
-from research.train.executables import ExecutableCache
-from research.train.optimizer import SCHEDULE_FIELDS, apply_learning_rate, make_optimizer
+from research.train.executables import ExecutableCache, compile_key
+from research.train.optimizer import apply_learning_rate, make_optimizer
 from research.train.state import TrainState
 
 
@@ -130,8 +127,6 @@ def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
     """The eval step for these shapes, compiled ahead of time and shared by later runs of the same model and mesh:
     compiled(params, batch) with batch rows = batch_size / accum_steps."""
     rows = config.batch_size // config.train.accum_steps
-    key = (config.model, pipeline_for(config), pad_id, rows, config.data.seq_len, tuple(mesh.shape.items()),
-           tuple(d.id for d in mesh.devices.flat))
 
     def build():
         batch = jax.ShapeDtypeStruct((rows, config.data.seq_len), jnp.int32, sharding=batch_sharding(mesh))
@@ -140,7 +135,7 @@ def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
                 abstract_params, {"inputs": batch, "targets": batch})
             return compile_lowered(lowered, mesh.devices.flat[0].platform)
 
-    return _EVAL_STEPS.get(key, build)
+    return _EVAL_STEPS.get(compile_key(config, mesh, pad_id=pad_id), build)
 
 
 def make_eval_step(model: Transformer, pad_id: int):
@@ -153,21 +148,7 @@ def make_eval_step(model: Transformer, pad_id: int):
     return evaluate
 
 
-_TRAIN_STEPS = ExecutableCache()  # step signature -> compiled executable
-
-
-def shape_signature(config: RunConfig) -> dict:
-    """What a config contributes to its compiled steps: runs equal on it (and on data and devices) share them."""
-    optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
-    return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
-            "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
-            "pipeline": repr(pipeline_for(config))}
-
-
-def step_signature(config: RunConfig, pad_id: int, mesh, steps: int = 1) -> str:
-    """Everything a compiled train step depends on; runs that agree on it share one executable."""
-    return json.dumps(shape_signature(config) | {"pad_id": pad_id, "mesh": dict(mesh.shape), "steps": steps,
-                                                 "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
+_TRAIN_STEPS = ExecutableCache()
 
 
 def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int, steps: int = 1):
@@ -193,4 +174,4 @@ def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_i
                              out_shardings=(shardings, metric_sharding), donate_argnums=0)
             return compile_lowered(jitted.lower(*args), mesh.devices.flat[0].platform)
 
-    return _TRAIN_STEPS.get(step_signature(config, pad_id, mesh, steps), build)
+    return _TRAIN_STEPS.get(compile_key(config, mesh, pad_id=pad_id, steps=steps), build)

@@ -18,7 +18,7 @@ from sweeps.runner import Worker, WorkerOptions, WorkerReport
 
 
 def run_in_process(out: str | Path, plan: Plan, options: WorkerOptions) -> WorkerReport:
-    from research.train.compile_cache import enable_compilation_cache
+    from research.train.compile_cache import enable_compilation_cache  # JAX: only in the process that trains
 
     enable_compilation_cache()
     return Worker(out, plan, options).run()

@@ -38,6 +38,7 @@ def slurm_worker(out: str, options: dict) -> dict:
     """One array task (all its processes): join jax.distributed if it spans several, then work the sweep."""
     import submitit
 
+    # JAX: only in the Slurm task that trains
     from research.train.compile_cache import enable_compilation_cache
     from sweeps.multihost import work
 

@@ -110,7 +110,7 @@ def test_the_worker_precompiles_the_next_pending_run_of_another_shape(tmp_path, 
     """On an accelerator, while run i trains, the next unfinished run whose compiled steps differ is compiled in the
     background; on a CPU backend (this machine) nothing is, since the compile would only slow the steps."""
     import research.train.precompile as precompile
-    from research.train.step import shape_signature
+    from research.train.executables import shape_signature
 
     sweep = tiny(small_corpus)
     wide = dataclasses.replace(sweep, name="wide", base=sweep.base.override("model.d_model=32"))
