@@ -30,6 +30,10 @@ def owner_info(worker: str) -> dict:
             "slurm_job": os.environ.get("SLURM_JOB_ID"), "slurm_task": os.environ.get("SLURM_ARRAY_TASK_ID")}
 
 
+class ClaimLost(Exception):
+    """This worker's claim was reaped and taken over: it must not write into the run directory again."""
+
+
 @dataclass
 class Claim:
     """A held claim. `lost` is set if the heartbeat finds the file gone or owned by someone else."""
@@ -63,6 +67,12 @@ class Claim:
     def still_mine(self) -> bool:
         current = read_claim(self.path.parent)
         return current is not None and current.get("token") == self.token
+
+    def check(self) -> None:
+        """The fence before every write into the run directory: raise ClaimLost unless the claim is still ours."""
+        if not self.still_mine():
+            self.lost.set()
+            raise ClaimLost(f"{self.path.parent}: claim {self.token[:8]} was taken over")
 
     def release(self) -> None:
         """Stop the heartbeat and remove the file if it is still ours."""

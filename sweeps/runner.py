@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from research.config import ConfigError
-from research.data.errors import DataError
-from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S, owner_info, try_claim
+from research.train.signals import RunInterrupted
+from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S, ClaimLost, owner_info, try_claim
 from sweeps.expansion import RunSpec
 from sweeps.manifest import Plan
 from sweeps.results import write_results
@@ -128,8 +128,18 @@ class Worker:
         self._log(f"{spec.dirname}: start (attempt {number}, {spec.config.num_steps} steps)")
         started = time.perf_counter()
         try:
-            summary = self._train_fn()(spec.config, run_dir, progress=self.options.progress)
+            summary = self._train_fn()(spec.config, run_dir, progress=self.options.progress, fence=claim.check)
+        except ClaimLost:
+            return self._lost(spec)
+        except RunInterrupted:  # a signal before training started: nothing was written
+            if not claim.still_mine():
+                return self._lost(spec)
+            record_end(run_dir, claim.token, "interrupted", time.perf_counter() - started)
+            self._stop.set()
+            return "interrupted"
         except Exception as e:  # noqa: BLE001 - every error is recorded; the worker goes on with other runs
+            if not claim.still_mine():
+                return self._lost(spec)
             fatal = _is_fatal(e)
             error, tb = f"{type(e).__name__}: {e}", traceback.format_exc()
             record_end(run_dir, claim.token, "fatal" if fatal else "error", time.perf_counter() - started, error, tb)
@@ -142,16 +152,23 @@ class Worker:
                       f"{self.plan.max_attempts} used): {error}")
             return "error"
         seconds = time.perf_counter() - started
-        outcome = "lost" if self._lost_claim else summary.status
+        if not claim.still_mine():
+            return self._lost(spec)
+        outcome = summary.status
         record_end(run_dir, claim.token, outcome, seconds)
-        if summary.status == "interrupted" and not self._lost_claim:
+        if summary.status == "interrupted":
             self._stop.set()  # a signal for the whole worker: research.train.run took it first
-        self._lost_claim = False
         share = summary.train_time_s / summary.wall_time_s if summary.wall_time_s else 0.0
         self._log(f"{spec.dirname}: {outcome} at step {summary.step}/{summary.steps} in {seconds:.1f}s "
                   f"(train {_fmt(summary.final_train_loss)}, eval {_fmt(summary.final_eval_loss)}, "
                   f"{summary.tokens_per_s:,.0f} tok/s, {share:.0%} of its time in steps)")
         return outcome
+
+    def _lost(self, spec: RunSpec) -> str:
+        """Our claim was taken over (we stalled past stale_after_s): leave the run directory to its new owner."""
+        self._lost_claim = False
+        self._log(f"{spec.dirname}: claim taken over by another worker; stopped without writing to it")
+        return "lost"
 
     def _precompile_after(self, index: int) -> None:
         """Compile the next pending run of another shape in the background while run `index` trains (accelerators).
@@ -219,8 +236,8 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _is_fatal(e: Exception) -> bool:
-    """Errors that the same config will raise again: bad config or unusable data."""
-    return isinstance(e, (ConfigError, DataError))
+    """Errors that the same config will raise again: bad config or unusable data (DataError is a ConfigError)."""
+    return isinstance(e, ConfigError)
 
 
 def _fmt(x) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
+from research.config import ConfigError
 
-class DataError(ValueError):
+
+class DataError(ConfigError):
     """Unusable data: a missing file or package, a missing JSONL field, a resume onto different data, ..."""
 
 

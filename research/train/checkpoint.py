@@ -1,37 +1,116 @@
-"""Atomic, layout-independent checkpoints with orbax: the train state plus JSON metadata (step, data fingerprint).
+"""Verified, layout-independent checkpoints with orbax: the train state plus JSON metadata (step, data fingerprint).
 
-Orbax writes each step to a temporary directory and renames it when complete, so a run killed mid-save restarts from
-the previous complete step. Restore targets carry the current shardings, so any checkpoint restores onto any mesh.
+Orbax writes each step to a temporary directory and renames it when complete. Once a step is complete, a checksum
+of every file in it (`checksums.json`, written last and atomically) seals it; restores verify the seal, and a step
+that is unsealed, fails to verify or fails to read is moved aside to `rejected/` (never deleted) with a warning, and
+the newest good step is used instead. Old steps are pruned only after a newer one is sealed, so the last verified
+checkpoint is never deleted. Restore targets carry the current shardings: any checkpoint restores onto any mesh.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import sys
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 
 from research.config import ConfigError
+from research.files import write_json_atomic
+
+SEAL = "checksums.json"
 
 
 class Checkpointer:
     def __init__(self, directory: Path, keep: int):
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
-        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self.directory, self.keep = Path(directory).absolute(), keep
+        self.primary = jax.process_index() == 0
+        options = ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=True, create=True,
+                                               cleanup_tmp_directories=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._unsealed: list[int] = []  # saved by this process, waiting for orbax to finish them
 
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
-
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
+    # ---- writing ----------------------------------------------------------------------------------------------
     def save(self, step: int, state, meta: dict) -> None:
-        """Start an asynchronous save; training continues while it is written."""
+        """Start an asynchronous save; training continues while it is written (and sealed when it is done)."""
+        self._finish()
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         self._manager.save(step, args=args, force=True)
+        self._unsealed.append(step)
+
+    def seal_finished(self) -> None:
+        """Seal what orbax has finished writing, without waiting (called between training steps)."""
+        if self._unsealed and not self._manager.is_saving_in_progress():
+            self._finish()
+
+    def _finish(self) -> None:
+        self._manager.wait_until_finished()
+        for step in self._unsealed:
+            if self.primary:
+                write_json_atomic(self._step_dir(step) / SEAL, _checksums(self._step_dir(step)))
+        self._unsealed = []
+        sealed = [s for s in self.sealed_steps()]
+        for step in sealed[self.keep:]:  # the newest `keep` sealed steps stay
+            self._manager.delete(step)
+
+    def wait(self) -> None:
+        self._finish()
+
+    def close(self) -> None:
+        self._finish()
+        self._manager.close()
+
+    def abandon(self) -> None:
+        """Let the writes in flight finish, so no temporary directory is left, but seal and prune nothing: for a
+        run that stops on an error or may no longer write here (a lost claim)."""
+        try:
+            self._manager.wait_until_finished()
+            self._manager.close()
+        except Exception:  # noqa: BLE001 - the error that stopped the run is the one to report
+            pass
+
+    # ---- reading ----------------------------------------------------------------------------------------------
+    def steps(self) -> list[int]:
+        """Every complete step orbax sees, newest first (sealed or not)."""
+        return sorted(self._manager.all_steps(), reverse=True)
+
+    def sealed_steps(self) -> list[int]:
+        """Steps with a seal, newest first (the seal is not checked against the files here: see `problem`)."""
+        return [s for s in self.steps() if (self._step_dir(s) / SEAL).is_file()]
+
+    def latest_verified(self) -> int | None:
+        return next((s for s in self.steps() if self.problem(s) is None), None)
+
+    def problem(self, step: int) -> str | None:
+        """Why checkpoint `step` cannot be trusted, or None if its files match its seal."""
+        seal = self._step_dir(step) / SEAL
+        if not seal.is_file():
+            return "it has no checksum (the run stopped before the step was sealed)"
+        try:
+            expected = json.loads(seal.read_text())
+        except (OSError, ValueError) as e:
+            return f"its checksum file is unreadable ({e})"
+        actual = _checksums(self._step_dir(step))
+        for name in sorted(set(expected) | set(actual)):
+            if name not in actual:
+                return f"{name} is missing"
+            if name not in expected:
+                return f"{name} was not part of the checkpoint"
+            if actual[name] != expected[name]:
+                size, wanted = actual[name][0], expected[name][0]
+                return f"{name} has {size} bytes, not {wanted}" if size != wanted else f"{name}'s content changed"
+        return None
 
     def restore(self, step: int, abstract_state, fingerprint: str | None):
-        """Restore `step` into `abstract_state`'s shapes and shardings; refuse a checkpoint made on other data
-        (fingerprint None: no data will be read, e.g. for evaluation or generation, so no check)."""
+        """Restore verified `step` into `abstract_state`'s shapes and shardings; refuse a checkpoint made on other
+        data (fingerprint None: no data will be read, e.g. for evaluation or generation, so no check)."""
+        problem = self.problem(step)
+        if problem is not None:
+            raise ConfigError(f"checkpoint step {step} in {self.directory} is damaged: {problem}. Fix: use another "
+                              f"step (verified: {[s for s in self.steps() if self.problem(s) is None]}).")
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
         meta = restored["meta"]
@@ -41,9 +120,45 @@ class Checkpointer:
                 f"{fingerprint!r}. Fix: resume with the original data config, or start in a fresh workdir.")
         return restored["state"], meta
 
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
+    def restore_latest(self, abstract_state, fingerprint: str | None):
+        """(step, state, meta) of the newest checkpoint that verifies and reads, or None if there is none. Every
+        newer step that fails is moved to `rejected/` with a warning saying why."""
+        for step in self.steps():
+            problem = self.problem(step)
+            if problem is None:
+                try:
+                    return (step, *self.restore(step, abstract_state, fingerprint))
+                except ConfigError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - orbax raises many kinds on damaged files
+                    problem = f"it cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            self._reject(step, problem)
+        return None
 
-    def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+    def _reject(self, step: int, problem: str) -> None:
+        target = self.directory.parent / "rejected" / f"step-{step}"
+        if self.primary:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            n = 1
+            while target.exists():
+                n += 1
+                target = target.with_name(f"step-{step}.{n}")
+            shutil.move(self._step_dir(step), target)
+        print(f"warning: checkpoint step {step} in {self.directory} is not usable: {problem}. Moved it to {target}; "
+              "restoring the newest earlier checkpoint.", file=sys.stderr, flush=True)
+        self._manager.reload()
+
+    def _step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
+
+
+def _checksums(directory: Path) -> dict[str, list]:
+    """{relative path: [size, blake2b hex]} of every file under `directory` but the seal itself."""
+    out = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name == SEAL:
+            continue
+        with open(path, "rb") as f:
+            out[name] = [path.stat().st_size, hashlib.file_digest(f, "blake2b").hexdigest()]
+    return out

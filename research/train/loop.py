@@ -1,17 +1,18 @@
 """`run(config, workdir) -> RunSummary`: the one entry point for a single training run.
 
-Validates everything before any expensive work, resumes from the latest complete checkpoint, trains with periodic
-eval, logging and asynchronous checkpoints, stops cleanly on SIGTERM/SIGINT and on a non-finite loss.
+Validates everything before any expensive work, resumes from the newest verified checkpoint, trains with periodic
+eval, logging and asynchronous checkpoints, stops cleanly on SIGTERM/SIGINT and on a non-finite loss. A resumed run
+writes the same files as an uninterrupted one, wall-time fields aside.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import json
 import math
-import signal
-import threading
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -25,68 +26,14 @@ from research.parallel import activate, batch_sharding
 from research.parallel.mesh import check_batch_split
 from research.train.checkpoint import Checkpointer
 from research.train.host_memory import keep_freed_host_memory
-from research.train.metrics import MetricsLog, Progress
+from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate
 from research.train.setup import setup
+from research.train.signals import StopSignals
 from research.train.step import call_inputs, steps_per_call
 
 jax.config.update("jax_threefry_partitionable", True)  # initial values independent of the mesh
-
-
-@dataclasses.dataclass
-class RunSummary:
-    """summary.json: the record a sweep and the analysis read."""
-
-    run_id: str
-    config_hash: str
-    status: str  # complete | diverged | interrupted
-    step: int
-    steps: int
-    params: int
-    params_non_embedding: int
-    tokens: int  # D: tokens trained on so far
-    epochs: float  # D / the training split's tokens: how often the run saw its data
-    flops: float  # C, exact (see flop_convention)
-    flops_6nd: float
-    flops_per_token: int
-    flop_convention: str
-    final_train_loss: float | None
-    final_eval_loss: float | None
-    wall_time_s: float
-    train_time_s: float  # time inside training steps (excludes compile, eval, checkpoint waits)
-    tokens_per_s: float
-    mfu: float
-    seed: int
-    devices: int
-    mesh: dict
-    diverged_at_step: int | None = None
-    last_good_checkpoint: int | None = None
-    config: dict = dataclasses.field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class _StopSignals:
-    """Turn SIGTERM / SIGINT into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _prepare_workdir(config: RunConfig, workdir: Path) -> None:
@@ -103,92 +50,135 @@ def _prepare_workdir(config: RunConfig, workdir: Path) -> None:
 
 
 def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, progress: bool = True,
-        stop_after_steps: int | None = None) -> RunSummary:
-    """Train `config` in `workdir`, resuming whatever is there. `stop_after_steps` ends early (as if signalled)."""
+        stop_after_steps: int | None = None, fence: Callable[[], None] | None = None) -> RunSummary:
+    """Train `config` in `workdir`, resuming whatever is there. `stop_after_steps` ends early (as if signalled).
+    `fence()` runs before every write into `workdir` once training starts and raises if this process may no longer
+    write there (a sweep worker whose claim was taken over)."""
+    with StopSignals() as signals:
+        return _run(config, Path(workdir), devices, progress, stop_after_steps, fence or (lambda: None), signals)
+
+
+def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_steps, fence, signals) -> RunSummary:
     started = time.perf_counter()
     keep_freed_host_memory()
-    workdir = Path(workdir)
     devices = jax.devices() if devices is None else devices
     # layout errors before anything is read or compiled
     check_batch_split(config, config.parallel.mesh_shape(len(devices)), jax.process_count())
     if jax.process_index() == 0:
         _prepare_workdir(config, workdir)
+    finished = _finished_summary(config, workdir)
+    if finished is not None:  # a rerun of a finished run changes no file
+        return finished
     data = load_data(config.data, workdir)
     if data.tokenizer.vocab_size > config.model.vocab_size:
         raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
                           f"{data.tokenizer.vocab_size}. Fix: set model.vocab_size >= {data.tokenizer.vocab_size}.")
+    rows = config.batch_size // config.train.accum_steps
+    one_pass = -(-data.num_val_windows // rows)
+    if config.train.eval_batches > one_pass:
+        raise ConfigError(
+            f"train.eval_batches={config.train.eval_batches}: {one_pass} batches of {rows} windows already cover "
+            f"the {data.num_val_windows} held-out windows; more would repeat them. Fix: set train.eval_batches <= "
+            f"{one_pass}, or hold out more text with data.val_fraction.")
     fingerprint = f"{data.fingerprint}:seed={config.seed}"
     total = config.num_steps
     run_setup = setup(config, devices)
     mesh, abstract = run_setup.mesh, run_setup.abstract
 
     checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
-    previous = {"wall_time_s": 0.0, "train_time_s": 0.0}
-    restored_step = checkpoints.latest_step()
-    if restored_step is not None:
-        state, meta = checkpoints.restore(restored_step, abstract, fingerprint)
-        previous.update({k: meta.get(k, 0.0) for k in previous})
-    else:
-        state = run_setup.init_state()
-    step = int(jax.device_get(state.step))
-    log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
+    try:
+        previous = {"wall_time_s": 0.0, "train_time_s": 0.0}
+        had_checkpoints = bool(checkpoints.steps())
+        restored = checkpoints.restore_latest(abstract, fingerprint)
+        meta = {}
+        if restored is not None:
+            _, state, meta = restored
+            previous.update({k: meta.get(k, 0.0) for k in previous})
+        else:
+            if had_checkpoints:
+                print(f"warning: no usable checkpoint left in {workdir / 'checkpoints'}; starting from step 0.",
+                      file=sys.stderr, flush=True)
+            state = run_setup.init_state()
+        step = int(jax.device_get(state.step))
+        log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
 
-    pad_id = data.tokenizer.pad_id
-    seq_len, global_batch = config.data.seq_len, config.batch_size
-    batch_spec = batch_sharding(mesh)
-    max_steps = steps_per_call(config)
-    train_step = run_setup.train_step(pad_id, max_steps)
-    eval_step = run_setup.eval_step(pad_id)
+        pad_id = data.tokenizer.pad_id
+        seq_len, global_batch = config.data.seq_len, config.batch_size
+        batch_spec = batch_sharding(mesh)
+        max_steps = steps_per_call(config)
+        train_step = run_setup.train_step(pad_id, max_steps)
+        eval_step = run_setup.eval_step(pad_id)
 
-    def global_batch_at(batch: dict, spec=batch_spec) -> dict:
-        return {k: jax.make_array_from_process_local_data(spec, np.asarray(v, np.int32)) for k, v in batch.items()}
+        def global_batch_at(batch: dict, spec=batch_spec) -> dict:
+            return {k: jax.make_array_from_process_local_data(spec, np.asarray(v, np.int32)) for k, v in batch.items()}
 
-    def evaluate(params) -> float:
-        rows = global_batch // config.train.accum_steps
-        nll = count = 0.0
-        with activate(mesh):
-            for k in range(config.train.eval_batches):
-                batch = data.val_batch(k, rows, jax.process_index(), jax.process_count())
-                n, c = eval_step(params, global_batch_at(batch))
-                nll, count = nll + float(n), count + float(c)
-        return nll / max(count, 1.0)
+        def evaluate(params) -> float | None:
+            """Mean held-out loss, or None if a signal arrived (checked after every batch)."""
+            nll = count = 0.0
+            with activate(mesh):
+                for k in range(config.train.eval_batches):
+                    if signals.received is not None:
+                        return None
+                    batch = data.val_batch(k, rows, jax.process_index(), jax.process_count())
+                    n, c = eval_step(params, global_batch_at(batch))
+                    nll, count = nll + float(n), count + float(c)
+            return nll / max(count, 1.0)
 
-    schedule = learning_rate(config.optim, total)
-    seed = np.int32(config.seed)
-    peak = peak_flops(devices, config.model.compute_dtype)
-    flops_per_token_mfu = mfu_flops_per_token(config.model, seq_len)
-    bar = Progress(total, enabled=progress and jax.process_index() == 0)
-    train_time, interval_time, interval_losses = 0.0, 0.0, []
-    last_loss = last_eval = None
-    status, diverged_at = "complete", None
-    tokens_per_s = mfu = 0.0
+        schedule = learning_rate(config.optim, total)
+        seed = np.int32(config.seed)
+        peak = peak_flops(devices, config.model.compute_dtype)
+        flops_per_token_mfu = mfu_flops_per_token(config.model, seq_len)
+        bar = Progress(total, enabled=progress and jax.process_index() == 0)
+        train_time = 0.0
+        # the open logging window (steps since the last log line) is part of each checkpoint, so a resumed run logs
+        # the same means as an uninterrupted one
+        window = meta.get("log_window", {"losses": [], "time": 0.0})
+        interval_losses, interval_time = list(window["losses"]), float(window["time"])
+        last_loss = last_eval = None
+        status, diverged_at = "complete", None
+        tokens_per_s = mfu = 0.0
 
-    def meta(at_step: int) -> dict:
-        return {"step": at_step, "data_fingerprint": fingerprint, "run_id": config.run_id(),
-                "wall_time_s": previous["wall_time_s"] + time.perf_counter() - started,
-                "train_time_s": previous["train_time_s"] + train_time}
+        def checkpoint_meta(at_step: int, pending: dict | None = None) -> dict:
+            return {"step": at_step, "data_fingerprint": fingerprint, "run_id": config.run_id(),
+                    "wall_time_s": previous["wall_time_s"] + time.perf_counter() - started,
+                    "train_time_s": previous["train_time_s"] + train_time,
+                    "log_window": {"losses": interval_losses, "time": interval_time},
+                    "pending_record": pending}  # a log line whose evaluation a signal cut short
 
-    every = (config.train.log_every, config.train.eval_every, config.train.checkpoint_every)
+        def write_record(record: dict) -> None:
+            fence()
+            log.write(record)
+            if last_loss is not None:
+                extra = f"  eval {last_eval:.4f}" if last_eval is not None else ""
+                bar.update(record["step"], last_loss, tokens_per_s, 1.0 / max(train_time / max(step, 1), 1e-9), extra)
 
-    def call_length(at: int) -> int:
-        """Steps in the call starting at step `at`: at most max_steps, ending at the next log, eval or checkpoint
-        step (and at stop_after_steps), so everything between calls happens where it would between single steps."""
-        ends = [total, *((at // k + 1) * k for k in every)]
-        if stop_after_steps is not None:
-            ends.append(max(stop_after_steps, at + 1))
-        return min(max_steps, min(ends) - at)
+        every = (config.train.log_every, config.train.eval_every, config.train.checkpoint_every)
 
-    def inputs_at(at: int, n: int) -> tuple:
-        """The batches and learning rates of steps at .. at + n - 1, as the compiled step takes them."""
-        batches = [data.train_batch(at + i, global_batch, config.seed, jax.process_index(), jax.process_count())
-                   for i in range(n)]
-        host, *rest = call_inputs(batches, schedule(np.arange(at, at + n)), max_steps)
-        return global_batch_at(host, batch_sharding(mesh, stacked=max_steps > 1)), *rest
+        def call_length(at: int) -> int:
+            """Steps in the call starting at step `at`: at most max_steps, ending at the next log, eval or checkpoint
+            step (and at stop_after_steps), so everything between calls happens where it would between single steps."""
+            ends = [total, *((at // k + 1) * k for k in every)]
+            if stop_after_steps is not None:
+                ends.append(max(stop_after_steps, at + 1))
+            return min(max_steps, min(ends) - at)
 
-    with _StopSignals() as signals:
-        n = call_length(step) if step < total else 0
+        def inputs_at(at: int, n: int) -> tuple:
+            """The batches and learning rates of steps at .. at + n - 1, as the compiled step takes them."""
+            batches = [data.train_batch(at + i, global_batch, config.seed, jax.process_index(), jax.process_count())
+                       for i in range(n)]
+            host, *rest = call_inputs(batches, schedule(np.arange(at, at + n)), max_steps)
+            return global_batch_at(host, batch_sharding(mesh, stacked=max_steps > 1)), *rest
+
+        signals.training()
+        if meta.get("pending_record") is not None:  # the interrupted evaluation of the restored step, redone
+            last_eval = evaluate(state.params)
+            if last_eval is not None:
+                write_record(meta["pending_record"] | {"eval_loss": last_eval})
+            else:
+                status = "interrupted"  # cut short again: the checkpoint still holds the pending line
+        n = call_length(step) if step < total and signals.received is None else 0
         inputs = inputs_at(step, n) if n else None
-        while step < total:
+        while n:
             t0 = time.perf_counter()
             with activate(mesh):
                 state, metrics = train_step(state, *inputs, seed)
@@ -199,6 +189,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                                                                                      metrics["grad_norm"])))
             elapsed = time.perf_counter() - t0
             train_time += elapsed
+            checkpoints.seal_finished()
             bad = next((i for i in range(n) if not (math.isfinite(losses[i]) and math.isfinite(norms[i]))), None)
             if bad is not None:
                 step += bad + 1
@@ -208,7 +199,7 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
             interval_time += elapsed
             interval_losses += losses
             is_last = step == total
-            record = None
+            record = pending = None
             if step % config.train.log_every == 0 or is_last:
                 tokens_per_s = len(interval_losses) * config.tokens_per_step / interval_time
                 mfu = tokens_per_s * flops_per_token_mfu / peak
@@ -218,22 +209,28 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
                           "mfu": mfu}
                 interval_time, interval_losses = 0.0, []
             if step % config.train.eval_every == 0 or is_last:
+                record = record or {"step": step, "tokens": step * config.tokens_per_step}
                 last_eval = evaluate(state.params)
-                record = (record or {"step": step, "tokens": step * config.tokens_per_step}) | {"eval_loss": last_eval}
+                if last_eval is None:
+                    record, pending = None, record
+                else:
+                    record |= {"eval_loss": last_eval}
             if record is not None:
-                log.write(record)
-                if last_loss is not None:
-                    extra = f"  eval {last_eval:.4f}" if last_eval is not None else ""
-                    bar.update(step, last_loss, tokens_per_s, 1.0 / max(train_time / max(step, 1), 1e-9), extra)
+                write_record(record)
             stopping = signals.received is not None or (stop_after_steps is not None and step >= stop_after_steps)
             if step % config.train.checkpoint_every == 0 or is_last or stopping:
-                checkpoints.save(step, state, meta(step))
-            if stopping and not is_last:
+                fence()
+                checkpoints.save(step, state, checkpoint_meta(step, pending))
+            if stopping and not (is_last and pending is None):
                 status = "interrupted"
                 break
-    bar.close()
-    checkpoints.close()
-    last_good = checkpoints.latest_step()
+        bar.close()
+        fence()
+        checkpoints.close()
+    except BaseException:  # an error, a lost claim, a signal before training: no half-written checkpoint
+        checkpoints.abandon()
+        raise
+    last_good = checkpoints.latest_verified()
 
     def last_logged(key: str, current):  # a run resumed at its end reports what it logged before
         return current if current else next((r[key] for r in reversed(log.records) if r.get(key) is not None), current)
@@ -251,8 +248,20 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
         devices=len(devices), mesh=dict(mesh.shape), diverged_at_step=diverged_at,
         last_good_checkpoint=last_good if status == "diverged" else None, config=config.to_dict())
     if jax.process_index() == 0:
+        fence()
         write_json_atomic(workdir / "summary.json", summary.to_dict())
     return summary
+
+
+def _finished_summary(config: RunConfig, workdir: Path) -> RunSummary | None:
+    """The summary of this very run if it already finished (complete or diverged), else None."""
+    try:
+        done = json.loads((workdir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("run_id") != config.run_id() or done.get("status") not in ("complete", "diverged"):
+        return None
+    return RunSummary.from_dict(done)
 
 
 def read_config(workdir: str | Path) -> RunConfig:

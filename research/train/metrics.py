@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -9,6 +10,45 @@ import time
 from pathlib import Path
 
 from research.files import write_text_atomic
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """summary.json: the record a sweep and the analysis read."""
+
+    run_id: str
+    config_hash: str
+    status: str  # complete | diverged | interrupted
+    step: int
+    steps: int
+    params: int
+    params_non_embedding: int
+    tokens: int  # D: tokens trained on so far
+    epochs: float  # D / the training split's tokens: how often the run saw its data
+    flops: float  # C, exact (see flop_convention)
+    flops_6nd: float
+    flops_per_token: int
+    flop_convention: str
+    final_train_loss: float | None
+    final_eval_loss: float | None
+    wall_time_s: float
+    train_time_s: float  # time inside training steps (excludes compile, eval, checkpoint waits)
+    tokens_per_s: float
+    mfu: float
+    seed: int
+    devices: int
+    mesh: dict
+    diverged_at_step: int | None = None
+    last_good_checkpoint: int | None = None
+    config: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSummary:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def _finite_or_none(x):
@@ -23,8 +63,9 @@ class MetricsLog:
         (every process but the first in a multi-process run)."""
         self.path, self.enabled = path, enabled
         kept = [r for r in read_jsonl(path) if r.get("step", 0) <= restored_step]
-        if enabled:
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        if enabled and (not path.exists() or path.read_text() != text):  # rewritten only if something goes
+            write_text_atomic(path, text)
         self.records = kept
 
     def write(self, record: dict) -> None:

@@ -5,6 +5,7 @@ a checkpoint (`restore_state`, for evaluation, generation and export) and the Hu
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,17 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
     config = dataclasses.replace(config, parallel=parallel or ParallelConfig())
     abstract = setup(config, devices).abstract
     checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
-    available = checkpoints.all_steps()
+    available = checkpoints.steps()
     if not available:
         raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint. Fix: train the run first.")
-    step = max(available) if step is None else step
-    if step not in available:
+    if step is None:  # the newest verified one; damaged ones are named, and left where they are
+        step = checkpoints.latest_verified()
+        for skipped in available[:available.index(step) if step is not None else None]:
+            print(f"warning: skipping checkpoint step {skipped} in {workdir}: {checkpoints.problem(skipped)}.",
+                  file=sys.stderr, flush=True)
+        if step is None:
+            raise ConfigError(f"{workdir}/checkpoints holds no checkpoint that verifies. Fix: train the run again.")
+    elif step not in available:
         raise ConfigError(f"step={step}: no checkpoint at that step in {workdir}. Fix: use one of {sorted(available)}.")
     state, meta = checkpoints.restore(step, abstract, fingerprint=None)
     checkpoints.close()

@@ -128,3 +128,31 @@ def test_the_worker_precompiles_the_next_pending_run_of_another_shape(tmp_path, 
     started.clear()
     Worker(tmp_path, plan, _quiet(), train_fn=lambda *a, **k: None)._precompile_after(0)  # a custom trainer: no
     assert started == []
+
+
+def test_a_worker_whose_claim_was_taken_over_stops_without_writing(tmp_path, small_corpus, monkeypatch):
+    """The worker stalls past its heartbeat (as under SIGSTOP); another worker reaps its claim and takes the run.
+    When the first goes on, its next write is fenced: nothing more of it lands in the run directory."""
+    from research.data.pipeline import LMData
+    from sweeps.claims import read_claim
+
+    plan = plan_into(tmp_path, tiny(small_corpus))
+    spec = plan.runs[0]  # 24 steps: logs every 4, checkpoints every 8
+    run_dir = spec.workdir(tmp_path)
+    original = LMData.train_batch
+
+    def train_batch(self, k, *args, **kwargs):
+        if k == 13 and read_claim(run_dir).get("worker") != "other":  # the takeover, while "paused" at step 12
+            (run_dir / "claim.json").write_text(json.dumps({"worker": "other", "token": "other-token"}))
+        return original(self, k, *args, **kwargs)
+
+    monkeypatch.setattr(LMData, "train_batch", train_batch)
+    report = Worker(tmp_path, dataclasses.replace(plan, runs=[spec]), _quiet()).run()
+    assert report.outcomes == Counter(lost=1)
+    assert read_claim(run_dir)["token"] == "other-token"  # the new owner's claim is untouched
+    assert [a["event"] for a in attempts(run_dir)] == ["start"]  # no "end" (or "error") written after the loss
+    assert not (run_dir / "summary.json").exists()
+    logged = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) <= 12
+    steps = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    assert all(name.isdigit() and int(name) <= 12 for name in steps), steps  # no later step, no stray tmp dir
