@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--flops", choices=("6ND", "exact"), default="6ND", help="which C (default 6ND)")
         s.add_argument("--loss", choices=("eval", "train"), default="eval", help="which final loss (default eval)")
         s.add_argument("--seed", type=int, default=0, help="seed of every resampling (default 0)")
+        s.add_argument("--debug", action="store_true", help="show the full traceback of an error")
         s.add_argument("--bootstrap", type=int, default=1000, help="Approach 3 bootstrap resamples (default 1000)")
         s.add_argument("--subsamples", type=int, default=100,
                        help="80%% subsamples for Approach 1/2 intervals (default 100, as Hoffmann et al.)")
@@ -122,9 +123,25 @@ def main(argv=None) -> int:
             path = write_json(out, "backtest", rep.artefacts()["backtest"])
         print(f"\nwrote {path}")
         return 0
-    except (FitError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (FitError, OSError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return 2
+
+
+def error_message(err: Exception) -> str:
+    """`<what>. Fix: <how>` (the style of research.cli, which analysis may not import)."""
+    if isinstance(err, OSError):
+        where = err.filename if err.filename is not None else "the source"
+        return f"{where}: {err.strerror or err}. Fix: point at a sweep's --out directory or a results CSV/JSONL."
+    text = str(err).rstrip(".")
+    if "Fix:" in text:
+        return text
+    if isinstance(err, FitError):
+        return f"{text}. Fix: add runs the law can be fitted on (more sizes, budgets or seeds), or see --help."
+    return f"{text}. Fix: check the arguments (--help)."
+
 
 
 def enable_compilation_cache() -> Path:

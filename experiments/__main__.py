@@ -13,13 +13,13 @@ import sys
 import time
 
 from experiments.ablations import NAMES, build
-from experiments.ablations.scales import SCALES, ExperimentError
+from experiments.ablations.scales import SCALES
 from experiments.report import write_report
 from experiments.run import RunOptions, run_experiment
-from research.config import ConfigError
+from research.cli import add_debug_flag, entry_point
 from sweeps.estimate import fmt_duration
 from sweeps.expansion import expand
-from sweeps.spec import Resources, SweepError
+from sweeps.spec import Resources
 from sweeps.tables import render
 
 
@@ -47,13 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return {"list": _list, "run": _run, "report": _report}[args.command](args)
-    except (ExperimentError, SweepError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = add_debug_flag(_parser()).parse_args(argv)
+    return {"list": _list, "run": _run, "report": _report}[args.command](args)
 
 
 def _list(args) -> int:

@@ -15,7 +15,8 @@ import time
 import jax
 import numpy as np
 
-from research.config import ConfigError, DataConfig, RunConfig, TrainConfig
+from research.cli import add_debug_flag, entry_point
+from research.config import DataConfig, RunConfig, TrainConfig
 from research.config_files import load_config
 from research.model.flops import count_params, mfu_flops_per_token
 from research.parallel import activate, batch_sharding
@@ -171,6 +172,7 @@ def print_layouts(results: list[tuple[str, dict]]) -> None:
         print(f"{name:<18s}{mesh:<38s}{r['compile_s']:>10.1f}{r['step_s_median'] * 1e3:>10.1f}{bubble}")
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.bench", description=__doc__)
     parser.add_argument("--config", default=None, help="preset or config file (default: the 25M benchmark shape)")
@@ -181,21 +183,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time a plain eager PyTorch GPT of the same shape, interleaved, and print the ratio")
     parser.add_argument("--layouts", action="store_true",
                         help="time a small 8-layer model under every standard layout on 8 simulated devices")
-    args = parser.parse_args(argv)
-    try:
-        if args.layouts:
-            if jax.device_count() < 8:
-                return simulate_devices("research.bench", sys.argv[1:] if argv is None else argv, 8)
-            print_layouts(benchmark_layouts(args.steps, args.warmup, args.overrides))
-            return 0
-        if args.config is None:
-            config = default_config().override(*args.overrides)
-        else:
-            config = load_config(args.config, args.overrides)
-        r = benchmark(config, steps=args.steps, warmup=args.warmup, against=args.against)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = add_debug_flag(parser).parse_args(argv)
+    if args.layouts:
+        if jax.device_count() < 8:
+            return simulate_devices("research.bench", sys.argv[1:] if argv is None else argv, 8)
+        print_layouts(benchmark_layouts(args.steps, args.warmup, args.overrides))
+        return 0
+    if args.config is None:
+        config = default_config().override(*args.overrides)
+    else:
+        config = load_config(args.config, args.overrides)
+    r = benchmark(config, steps=args.steps, warmup=args.warmup, against=args.against)
     print(f"device          {r['device']} x{r['devices']}  mesh {r['mesh']}")
     print(f"model           {r['params'] / 1e6:.2f}M params ({r['params_non_embedding'] / 1e6:.2f}M non-embedding), "
           f"batch {r['batch']} x seq {r['seq_len']}, {r['compute_dtype']}")

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -47,13 +48,17 @@ def _check_positive(field_name: str, value: Any, allow_zero: bool = False) -> No
               f"set {field_name} to a value {'>= 0' if allow_zero else '> 0'}")
 
 
-def _check_choices_from_literals(obj: Any, prefix: str) -> None:
-    """Check every Literal-typed field of a dataclass against its allowed values."""
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Check every Literal-typed field of a dataclass against its allowed values, and every number for being
+    finite (inf and nan are never meant)."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
         choices = _literal_choices(hints[f.name])
         if choices is not None:
-            _check_choice(f"{prefix}.{f.name}", getattr(obj, f.name), choices)
+            _check_choice(f"{prefix}.{f.name}", value, choices)
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(f"{prefix}.{f.name}", value, "must be a finite number", f"give {prefix}.{f.name} a finite value")
 
 
 def _literal_choices(tp: Any) -> tuple | None:
@@ -95,7 +100,7 @@ class ModelConfig:
     kernels: Literal["tuned", "reference"] = "tuned"
 
     def __post_init__(self) -> None:
-        _check_choices_from_literals(self, "model")
+        _check_fields(self, "model")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
             _check_positive(f"model.{name}", getattr(self, name))
         for name in ("n_kv_heads", "head_dim", "d_ff", "sliding_window"):
@@ -154,7 +159,7 @@ class DataConfig:
     split_seed: int = 0  # which documents are held out; independent of the run seed
 
     def __post_init__(self) -> None:
-        _check_choices_from_literals(self, "data")
+        _check_fields(self, "data")
         if not self.source:
             _fail("data.source", self.source, "is empty", "use 'shakespeare' or a path to .txt/.jsonl/.parquet/dir")
         _check_positive("data.seq_len", self.seq_len)
@@ -188,7 +193,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # global-norm clip; 0 disables
 
     def __post_init__(self) -> None:
-        _check_choices_from_literals(self, "optim")
+        _check_fields(self, "optim")
         _check_positive("optim.lr", self.lr)
         _check_positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
         _check_positive("optim.weight_decay", self.weight_decay, allow_zero=True)
@@ -222,6 +227,7 @@ class TrainConfig:
     steps_per_call: int | None = None
 
     def __post_init__(self) -> None:
+        _check_fields(self, "train")
         if (self.steps is None) == (self.tokens is None):
             _fail("train.steps", self.steps, f"give exactly one of train.steps and train.tokens (tokens={self.tokens})",
                   "set train.steps=N or train.tokens=D, and the other to null")
@@ -251,7 +257,7 @@ class ParallelConfig:
     pipeline_repeats: int = 1
 
     def __post_init__(self) -> None:
-        _check_choices_from_literals(self, "parallel")
+        _check_fields(self, "parallel")
         if self.data != -1:
             _check_positive("parallel.data", self.data)
         for name in ("fsdp", "tensor", "pipeline", "microbatches", "pipeline_repeats"):

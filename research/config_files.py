@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import traceback
 from pathlib import Path
 
 from research import presets
@@ -14,10 +15,18 @@ def call_factory(path: Path, name: str, expected: type, error: type[Exception] =
     (`config()`) and sweep files (`sweep()`) are read."""
     module_spec = importlib.util.spec_from_file_location(f"_scalelab_{name}_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not callable(getattr(module, name, None)):
-        raise error(f"{path}: defines no {name}() function. Fix: add `def {name}() -> {expected.__name__}:`")
-    value = getattr(module, name)()
+    try:
+        module_spec.loader.exec_module(module)
+        if not callable(getattr(module, name, None)):
+            raise error(f"{path}: defines no {name}() function. Fix: add `def {name}() -> {expected.__name__}:`")
+        value = getattr(module, name)()
+    except (ConfigError, SyntaxError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any error in the user's file, named with its line
+        line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__)) if f.filename == str(path)),
+                    "?")
+        raise error(f"{path}:{line}: {name}() failed with {type(e).__name__}: {e}. Fix: correct the file "
+                    "(--debug shows the traceback).") from e
     if not isinstance(value, expected):
         raise error(f"{path}: {name}() returned {type(value).__name__}, not a {expected.__name__}")
     return value
@@ -37,6 +46,6 @@ def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
     else:
         try:
             config = presets.run_config(spec)
-        except KeyError as e:
-            raise ConfigError(f"--config {spec}: neither a file nor a preset ({e.args[0]}).") from None
+        except ConfigError as e:
+            raise ConfigError(f"--config {spec}: neither a file nor a preset ({e}).") from None
     return config.override(*overrides) if overrides else config

@@ -8,8 +8,9 @@ the original in a way that moves the count (noted inline), the difference is far
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
-from research.config import DataConfig, ModelConfig, RunConfig
+from research.config import ConfigError, DataConfig, ModelConfig, RunConfig
 
 _GPT2 = dict(vocab_size=50257, max_seq_len=1024, norm="layernorm", activation="gelu", use_bias=True,
              positions="learned", tie_embeddings=True)
@@ -96,11 +97,10 @@ PRESETS: dict[str, ModelConfig] = PUBLISHED | LADDER | BENCH
 def model(name: str) -> ModelConfig:
     """The named shape; an unknown name lists the known ones."""
     if name not in PRESETS:
-        import difflib
-
         near = difflib.get_close_matches(name, list(PRESETS), n=1)
         hint = f"did you mean {near[0]!r}? " if near else ""
-        raise KeyError(f"unknown preset {name!r}: {hint}known presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}: {hint}known presets: {', '.join(PRESETS)}. Fix: use one of "
+                          "them, or a config file")
     return PRESETS[name]
 
 

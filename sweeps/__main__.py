@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from research.config import ConfigError
+from research.cli import add_debug_flag, entry_point
 from sweeps.claims import HEARTBEAT_S, STALE_AFTER_S
 from sweeps.estimate import Estimator
 from sweeps.executors import execute
@@ -85,14 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return {"plan": _plan, "run": _run, "worker": _worker, "status": _status, "results": _results}[
-            args.command](args)
-    except (SweepError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = add_debug_flag(_parser()).parse_args(argv)
+    return {"plan": _plan, "run": _run, "worker": _worker, "status": _status, "results": _results}[
+        args.command](args)
 
 
 def _expand(args):
@@ -132,7 +129,7 @@ def _run(args) -> int:
                             wait=True, progress=sys.stdout.isatty())
     workers = args.workers if args.workers is not None else (resources.workers if args.executor == "slurm" else 1)
     if workers < 1:
-        raise SweepError(f"--workers {workers}: must be >= 1")
+        raise SweepError(f"--workers {workers}: must be >= 1. Fix: give --workers 1 (train in this process) or more")
 
     def show() -> str:
         st = sweep_status(out, args.stale_after)

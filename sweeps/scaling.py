@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from research.config import ModelConfig, RunConfig
+from research.config import ConfigError, ModelConfig, RunConfig
 from research.model.flops import count_params, train_flops_per_token
 from research.presets import model as preset_model
 from sweeps.spec import Budget, Grid, Point, SweepError, product
@@ -67,8 +67,8 @@ def preset_ladder(names: Iterable[str]) -> Grid:
     for name in names:
         try:
             shape = preset_model(name)
-        except KeyError as e:
-            raise SweepError(str(e.args[0])) from None
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
         pts.append(Point((("model", shape),), tags=(("model", name),)))
     if not pts:
         raise SweepError("preset_ladder needs at least one preset name")

@@ -20,7 +20,7 @@ from research.config import ConfigError, RunConfig, set_fields
 from research.config import check_key as config_check_key
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """A sweep that cannot be expanded: the message names the axis or point and how to fix it."""
 
 
@@ -180,7 +180,7 @@ class Resources:
     def __post_init__(self) -> None:
         for name in ("time_min", "nodes", "workers"):
             if getattr(self, name) < 1:
-                raise SweepError(f"Resources.{name}={getattr(self, name)!r}: must be >= 1")
+                raise SweepError(f"Resources.{name}={getattr(self, name)!r}: must be >= 1. Fix: use a positive value")
         if self.gpus_per_task < 0:
             raise SweepError(f"Resources.gpus_per_task={self.gpus_per_task!r}: must be >= 0")
 
@@ -208,7 +208,7 @@ class Sweep:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise SweepError(f"Sweep.seeds={self.seeds!r}: give at least one seed, each once")
         if self.max_attempts < 1:
-            raise SweepError(f"Sweep.max_attempts={self.max_attempts!r}: must be >= 1")
+            raise SweepError(f"Sweep.max_attempts={self.max_attempts!r}: must be >= 1. Fix: use e.g. 2")
         for rule in self.rules:
             if not callable(rule) or not getattr(rule, "name", None):
                 raise SweepError(f"rule {rule!r}: a rule is a named callable (see sweeps.scaling.Rule)")

@@ -27,6 +27,7 @@ IMPOSSIBLE = [  # (overrides, field named in the error)
     (["train.batch_size=8", "train.batch_tokens=1024"], "train.batch_size"),  # both batch forms given
     (["train.batch_tokens=1000"], "train.batch_tokens"),  # not whole sequences
     (["optim.lr=-1"], "optim.lr"),
+    (["optim.lr=inf"], "optim.lr"),  # every number must be finite
     (["optim.schedule=cosine_decay"], "optim.schedule"),
     (["parallel.tensor=3"], "parallel.tensor"),  # does not divide heads
     (["parallel.pipeline=3"], "parallel.pipeline"),  # does not divide layers

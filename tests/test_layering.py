@@ -9,13 +9,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("research", "sweeps", "experiments", "analysis")
 
-# layer of a module -> the layers it may import (DESIGN's table; config, files and the named configs are open to all)
-RESEARCH = {f"research.{x}" for x in ("config", "files", "presets", "model", "data", "parallel", "train", "infer",
-                                       "interop", "entry")} | {"research"}
-OPEN = {"research.config", "research.presets", "research.files"}
+# layer of a module -> the layers it may import (DESIGN's table; config, files, the CLI error style and the named
+# configs are open to all)
+RESEARCH = {f"research.{x}" for x in ("config", "files", "cli", "presets", "model", "data", "parallel", "train",
+                                       "infer", "interop", "entry")} | {"research"}
+OPEN = {"research.config", "research.presets", "research.files", "research.cli"}
 ALLOWED = {
     "research.config": set(),
     "research.files": set(),
+    "research.cli": {"research.config"},
     "research.presets": {"research.config"},
     "research.model": OPEN,
     "research.data": OPEN,
@@ -39,7 +41,7 @@ def layer(module: str) -> str:
         return "research"
     if parts[1] == "config_files":  # loads named and file configs: part of the config layer
         return "research.presets"
-    if parts[1] in ("config", "files", "presets", "model", "data", "parallel", "train", "infer", "interop"):
+    if parts[1] in ("config", "files", "cli", "presets", "model", "data", "parallel", "train", "infer", "interop"):
         return f"research.{parts[1]}"
     return "research.entry"  # the CLIs and benchmarks at research/'s top level
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from research.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
+from research.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from sweeps.estimate import Estimator
 
 
-class ExperimentError(ValueError):
+class ExperimentError(ConfigError):
     """Bad input to an experiment: the message names the argument, its value and the fix."""
 
 
@@ -64,7 +64,7 @@ def _small() -> RunConfig:
         model=ModelConfig(d_model=384, n_layers=6, n_heads=8, d_ff=1024, max_seq_len=1024),
         data=DataConfig(source="shakespeare", seq_len=256),
         optim=OptimConfig(lr=1e-3, schedule="cosine", warmup_steps=200, min_lr_ratio=0.1),
-        train=TrainConfig(steps=4000, batch_size=32, log_every=20, eval_every=250, eval_batches=32,
+        train=TrainConfig(steps=4000, batch_size=32, log_every=20, eval_every=250, eval_batches=14,  # 1 pass
                           checkpoint_every=500, keep_checkpoints=1),
     )
 

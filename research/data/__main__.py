@@ -2,6 +2,8 @@
 
     python -m research.data                                  # the embedded Shakespeare corpus, byte tokenizer
     python -m research.data tokenizer=bpe bpe_vocab_size=4096 source=path/to/corpus.jsonl text_field=content
+
+--debug shows the traceback of an error.
 """
 
 from __future__ import annotations
@@ -10,29 +12,27 @@ import json
 import sys
 import time
 
-from research.config import ConfigError, RunConfig
-from research.data.errors import DataError
+from research.cli import entry_point
+from research.config import RunConfig
 from research.data.loader import load_data
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    try:
-        overrides = [a if a.startswith("data.") else f"data.{a}" for a in argv]
-        base = RunConfig().override("model.max_seq_len=1048576", "model.vocab_size=1048576")  # no model limits here
-        cfg = base.override(*overrides).data
-        t0 = time.perf_counter()
-        data = load_data(cfg)
-        seconds = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        data.train_batch(0, 64, seed=0)
-        batch_ms = (time.perf_counter() - t1) * 1e3
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    argv = [a for a in argv if a != "--debug"]
+    overrides = [a if a.startswith("data.") else f"data.{a}" for a in argv]
+    base = RunConfig().override("model.max_seq_len=1048576", "model.vocab_size=1048576")  # no model limits here
+    cfg = base.override(*overrides).data
+    t0 = time.perf_counter()
+    data = load_data(cfg)
+    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    data.train_batch(0, 64, seed=0)
+    batch_ms = (time.perf_counter() - t1) * 1e3
     print(json.dumps({"source": cfg.source, "tokenizer": data.tokenizer.kind, "vocab_size": data.tokenizer.vocab_size,
                       "fingerprint": data.fingerprint, "train_docs": data.info["num_train_docs"],
                       "val_docs": data.info["num_val_docs"], "train_tokens": data.num_train_tokens,

@@ -34,10 +34,13 @@ def digest(obj) -> str:
 
 
 def file_digest(path: Path, root: Path) -> str:
-    """Content hash of a file, memoised by (absolute path, size, mtime) so a cached run does not reread big files."""
+    """Content hash of a file, memoised so a cached run does not reread big files. The memo is keyed by the path,
+    inode, size, mtime and ctime: every write moves the ctime, which no tool sets back (an edit that keeps the size
+    and restores the mtime is still seen). Timestamps are coarse, so a memo younger than a second past the file's
+    last change is not trusted: the file is hashed again."""
     st = path.stat()
-    memo = root / "filehash" / digest([str(path.resolve()), st.st_size, st.st_mtime_ns])
-    if memo.is_file():
+    memo = root / "filehash" / digest([str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    if memo.is_file() and memo.stat().st_mtime_ns - st.st_ctime_ns > 1_000_000_000:
         return memo.read_text()
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:

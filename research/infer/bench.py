@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research.cli import add_debug_flag, entry_point
 from research.config import ConfigError, ModelConfig
 from research.infer import InferenceModel, generate
 from research.model import Transformer
@@ -75,6 +76,7 @@ def benchmark(cfg: ModelConfig, batches=(1, 16), new_tokens=(32, 128, 256), prom
     return rows
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.infer.bench", description=__doc__)
     parser.add_argument("--config", default="bench-25m", help="a model preset (research.presets)")
@@ -83,13 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-len", type=int, default=16)
     parser.add_argument("--no-cache-steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args(argv)
-    try:
-        cfg = preset(args.config)
-        rows = benchmark(cfg, args.batches, args.new_tokens, args.prompt_len, args.no_cache_steps, args.repeats)
-    except (ConfigError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = add_debug_flag(parser).parse_args(argv)
+    cfg = preset(args.config)
+    rows = benchmark(cfg, args.batches, args.new_tokens, args.prompt_len, args.no_cache_steps, args.repeats)
     device = jax.devices()[0]
     print(f"decode, {args.config} ({cfg.n_layers} layers, d_model {cfg.d_model}), random init, greedy, "
           f"{args.prompt_len}-token prompts, {device.device_kind}")

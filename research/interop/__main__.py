@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research.config import ConfigError
+from research.cli import add_debug_flag, entry_point
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.interop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -23,27 +24,23 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", required=True, help="the HF checkpoint directory to write")
     exp.add_argument("--arch", choices=["llama", "gpt2"], default=None,
                      help="default: gpt2 for learned positions, llama otherwise")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "import":
-            from research.interop.rundir import import_run  # JAX and the [hf] extra: after --help
+    args = add_debug_flag(parser).parse_args(argv)
+    if args.command == "import":
+        from research.interop.rundir import import_run  # JAX and the [hf] extra: after --help
 
-            config, notes = import_run(args.hf_dir, args.out, args.set)
-            m = config.model
-            print(f"imported {args.hf_dir} -> {args.out} (run {config.run_id()}): d_model={m.d_model} "
-                  f"n_layers={m.n_layers} n_heads={m.n_heads} kv={m.resolved().n_kv_heads} vocab={m.vocab_size}")
-            for note in notes:
-                print(f"  tokenizer: {note}")
-            print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
-        else:
-            from research.interop.convert import export_hf  # JAX and the [hf] extra: after --help
+        config, notes = import_run(args.hf_dir, args.out, args.set)
+        m = config.model
+        print(f"imported {args.hf_dir} -> {args.out} (run {config.run_id()}): d_model={m.d_model} "
+              f"n_layers={m.n_layers} n_heads={m.n_heads} kv={m.resolved().n_kv_heads} vocab={m.vocab_size}")
+        for note in notes:
+            print(f"  tokenizer: {note}")
+        print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
+    else:
+        from research.interop.convert import export_hf  # JAX and the [hf] extra: after --help
 
-            out = export_hf(args.workdir, None, args.out, arch=args.arch, step=args.step)
-            print(f"exported {args.workdir} -> {out}: load with "
-                  f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        out = export_hf(args.workdir, None, args.out, arch=args.arch, step=args.step)
+        print(f"exported {args.workdir} -> {out}: load with "
+              f"transformers.AutoModelForCausalLM.from_pretrained({str(out)!r})")
     return 0
 
 

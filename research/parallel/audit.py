@@ -16,7 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from research.config import ConfigError, RunConfig
+from research.cli import add_debug_flag, entry_point
+from research.config import RunConfig
 from research.config_files import load_config
 from research.model import Transformer
 from research.parallel.mesh import axes_size, fit_spec
@@ -66,6 +67,7 @@ def _fmt_bytes(n: float) -> str:
         n /= 1024
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.parallel.audit", description=__doc__)
     parser.add_argument("config", help="a config file, run directory or preset")
@@ -73,15 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--max-replicated", type=float, default=0.05,
                         help="largest acceptable share of parameter bytes replicated on every device")
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
 
-    try:
-        config = load_config(args.config, args.overrides)
-        devices = args.devices or jax.device_count()
-        placements = audit(config, devices)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(args.config, args.overrides)
+    devices = args.devices or jax.device_count()
+    placements = audit(config, devices)
     mesh = config.parallel.mesh_shape(devices)
     print(f"layout {mesh} on {devices} devices")
     width = max(len(p.path) for p in placements)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research.config import ConfigError
+from research.cli import add_debug_flag, entry_point
 from research.config_files import load_config
 
 EXIT_CODES = {"complete": 0, "diverged": 3, "interrupted": 130}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m research.train", description=__doc__)
     parser.add_argument("--config", required=True,
@@ -24,21 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--num-processes", type=int)
     group.add_argument("--process-id", type=int)
     group.add_argument("--local-cpu-devices", type=int, help="simulated CPU devices per process (testing)")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        from research.parallel.distributed import initialize  # before anything touches JAX's backends
+    args = add_debug_flag(parser).parse_args(argv)
+    config = load_config(args.config, args.overrides)
+    from research.parallel.distributed import initialize  # before anything touches JAX's backends
 
-        initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
-        from research.train import run  # heavy imports after the config is known to be valid
-        from research.train.compile_cache import enable_compilation_cache
+    initialize(args.coordinator, args.num_processes, args.process_id, args.local_cpu_devices)
+    from research.train import run  # heavy imports after the config is known to be valid
+    from research.train.compile_cache import enable_compilation_cache
 
-        enable_compilation_cache()
+    enable_compilation_cache()
 
-        summary = run(config, args.workdir, progress=not args.quiet)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = run(config, args.workdir, progress=not args.quiet)
     print(f"run {summary.run_id}: {summary.status} at step {summary.step}/{summary.steps}; "
           f"train loss {_fmt(summary.final_train_loss)}, eval loss {_fmt(summary.final_eval_loss)}, "
           f"{summary.tokens_per_s:,.0f} tok/s, MFU {summary.mfu:.1%}")

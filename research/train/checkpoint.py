@@ -9,6 +9,7 @@ checkpoint is never deleted. Restore targets carry the current shardings: any ch
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import shutil
@@ -38,7 +39,11 @@ class Checkpointer:
         """Start an asynchronous save; training continues while it is written (and sealed when it is done)."""
         self._finish()
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-        self._manager.save(step, args=args, force=True)
+        try:
+            self._manager.save(step, args=args, force=True)
+        except Exception as e:  # noqa: BLE001 - a full disk is reported as such; anything else as it is
+            self._raise_if_disk_full(e, step)
+            raise
         self._unsealed.append(step)
 
     def seal_finished(self) -> None:
@@ -47,7 +52,11 @@ class Checkpointer:
             self._finish()
 
     def _finish(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            self._raise_if_disk_full(e, self._unsealed[-1] if self._unsealed else None)
+            raise
         for step in self._unsealed:
             if self.primary:
                 write_json_atomic(self._step_dir(step) / SEAL, _checksums(self._step_dir(step)))
@@ -71,6 +80,20 @@ class Checkpointer:
             self._manager.close()
         except Exception:  # noqa: BLE001 - the error that stopped the run is the one to report
             pass
+
+    def _raise_if_disk_full(self, error: BaseException, step: int | None) -> None:
+        cause = error
+        while cause is not None and not (isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT)):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            return
+        kept = self.latest_verified()
+        need = sum(p.stat().st_size for p in self._step_dir(kept).rglob("*") if p.is_file()) if kept is not None else 0
+        raise ConfigError(
+            f"no space left on device writing checkpoint step {step} in {self.directory}. The last verified "
+            f"checkpoint (step {kept}) is kept; the next one needs about {need / 1e6:.1f} MB. Fix: free that much "
+            "space (or use a --workdir on another disk) and run the same command again: it resumes from there.") \
+            from error
 
     # ---- reading ----------------------------------------------------------------------------------------------
     def steps(self) -> list[int]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import jax
 
+from research.cli import add_debug_flag, entry_point
 from research.config import ConfigError, RunConfig
 from research.config_files import load_config
 from research.parallel.mesh import check_batch_split
@@ -132,6 +133,7 @@ def simulate_devices(module: str, argv: list[str], devices: int) -> int:
     return subprocess.run([sys.executable, "-m", module, *argv], env=env).returncode
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m research.train.plan", description=__doc__)
@@ -139,20 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, required=True, help="device count of the layout to plan")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--device-memory", default=None, help="memory per device, e.g. 80GB or 80GiB")
-    args = parser.parse_args(argv)
+    args = add_debug_flag(parser).parse_args(argv)
 
-    try:
-        if args.devices < 1:
-            raise ConfigError(f"--devices={args.devices}: must be >= 1. Fix: pass the cluster's device count.")
-        memory = None if args.device_memory is None else parse_bytes(args.device_memory)
-        config = load_config(args.config, args.overrides)
-        check_layout(config, args.devices)  # before any compile or child process
-        if jax.device_count() < args.devices:
-            return simulate_devices("research.train.plan", argv, args.devices)
-        result = plan(config, jax.devices()[:args.devices])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.devices < 1:
+        raise ConfigError(f"--devices={args.devices}: must be >= 1. Fix: pass the cluster's device count.")
+    memory = None if args.device_memory is None else parse_bytes(args.device_memory)
+    config = load_config(args.config, args.overrides)
+    check_layout(config, args.devices)  # before any compile or child process
+    if jax.device_count() < args.devices:
+        return simulate_devices("research.train.plan", argv, args.devices)
+    result = plan(config, jax.devices()[:args.devices])
     text, fits = report(config, result, args.devices, memory, simulated=bool(os.environ.get(_CHILD)))
     print(text)
     return 0 if fits else 1

@@ -66,7 +66,7 @@ def test_default_out_is_under_the_sweep(sweep_dir):
 
 
 def test_errors_say_how_to_fix(tmp_path, capsys):
-    assert main(["fit", str(tmp_path)]) == 1
+    assert main(["fit", str(tmp_path)]) == 2
     assert "Fix" in capsys.readouterr().err
 
 

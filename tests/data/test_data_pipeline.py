@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import os
 import time
 from collections import Counter
 
@@ -128,6 +129,18 @@ def test_fingerprint_follows_the_data(cfg, corpus_dir):
     assert edited.fingerprint != fp
     with pytest.raises(DataError, match="differs from the checkpoint's.*Fix: resume with the data config"):
         check_fingerprint(fp, edited)
+
+
+def test_a_same_size_edit_with_its_mtime_restored_changes_the_fingerprint(cfg, corpus_dir):
+    path = corpus_dir / "doc02.txt"
+    before, st = load_data(cfg), path.stat()
+    text = path.read_text()
+    path.write_text(text[::-1])  # same size, other content
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime back
+    after = load_data(cfg)
+    assert after.fingerprint != before.fingerprint
+    assert not np.array_equal(after.train_tokens, before.train_tokens) or \
+        not np.array_equal(after.val_tokens, before.val_tokens)  # the new text, not stale cached tokens
 
 
 def test_bpe_is_trained_on_train_docs_saved_and_reloaded(cfg, cache, tmp_path, monkeypatch):

@@ -3,9 +3,11 @@ warning, and the run resumes from the newest good checkpoint to bitwise the unin
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from research.config import ConfigError
@@ -104,3 +106,23 @@ def test_pruning_never_deletes_the_last_verified_checkpoint(tmp_path):
     third.save(3, state, {"step": 3})
     third.close()  # step 3 sealed: now step 1 may go
     assert Checkpointer(directory, keep=1).steps() == [3]
+
+
+def test_a_full_disk_keeps_the_last_verified_checkpoint_and_says_what_the_next_needs(reference, tmp_path,
+                                                                                      monkeypatch):
+    config, ref_params, _ = reference
+    original = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step >= 8:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.directory))
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(ConfigError, match=r"no space left .* step 8 .*\(step 4\) is kept; the next one needs about "
+                                          r"0\.\d+ MB\. Fix: free"):
+        run(config, tmp_path, progress=False)
+    assert Checkpointer(tmp_path / "checkpoints", 3).latest_verified() == 4
+    monkeypatch.setattr(ocp.CheckpointManager, "save", original)  # space freed: the same command resumes
+    assert run(config, tmp_path, progress=False).status == "complete"
+    assert_trees_bitwise_equal(final_params(tmp_path), ref_params)

@@ -13,8 +13,8 @@ import pytest
 
 from research.config import ConfigError
 from research.data.pipeline import LMData
-from research.train import run
 from research.train import loop as loop_module
+from research.train import run
 from research.train.metrics import read_jsonl
 from research.train.signals import RunInterrupted
 
