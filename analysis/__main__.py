@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                                n_subsamples=args.subsamples)
             paths = write_report(rep, out)
             for name, why in rep.skipped.items():
-                print(f"{name} not run: {why}", file=sys.stderr)
+                print(f"{name} not fitted: {why}", file=sys.stderr)
             print(f"report: {paths['report']}")
             print(f"artefacts and figures (PNG, SVG): {out}")
             return 0

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import bootstrap
-from analysis.fit import FitDiagnostics, FormFit, fit_form
+from analysis.fit import FitDiagnostics, FitError, FormFit, fit_form
 from analysis.forms import PARAMS, allocation, chinchilla_loss, d_opt, get_form, n_opt
 from analysis.load import Convention, fit_columns
 
@@ -111,6 +111,29 @@ class ChinchillaFit:
         return out
 
 
+def check_design(N, D, loss) -> None:
+    """FitError naming why runs (N, D, loss) cannot identify L = E + A/N^alpha + B/D^beta: a non-finite loss, fewer
+    runs than the law's 5 parameters, one model size, one token count, or every run on one line in (log N, log D)
+    (one IsoFLOP budget, or one tokens-per-parameter ratio), along which alpha and beta cannot be told apart."""
+    n_params = len(PARAMS)
+    if not np.all(np.isfinite(loss)):
+        raise FitError(f"{int((~np.isfinite(loss)).sum())} of {len(loss)} losses are not finite. Fix: leave out "
+                       "diverged runs (analysis.load's table does)")
+    if len(loss) < n_params:
+        raise FitError(f"{len(loss)} runs cannot determine the {n_params} parameters of L(N, D). Fix: train "
+                       f"{n_params} or more runs")
+    for name, v in (("model size N", N), ("token count D", D)):
+        if len(np.unique(v)) < 2:
+            raise FitError(f"every run has the same {name} ({v[0]:.3g}), so its term of L(N, D) is not identified. "
+                           f"Fix: vary {name.split()[-1]} across runs")
+    log_n, log_d = np.log(N), np.log(D)
+    slope, intercept = np.polyfit(log_n, log_d, 1)
+    if np.std(log_d - (slope * log_n + intercept)) < 1e-3 * np.std(log_d):
+        raise FitError(f"all {len(loss)} runs lie on one line D ∝ N^{slope:.2f} (one IsoFLOP budget, or one "
+                       "tokens-per-parameter ratio): along it the N and D terms cannot be told apart. Fix: add runs "
+                       "off that line (more budgets, or other token counts per size)")
+
+
 def fit_chinchilla(N, D=None, loss=None, *, delta: float = 1e-3, reduction: Literal["sum", "mean"] = "sum",
                    starts: np.ndarray | None = None, convention: Convention | None = None,
                    exclude_highest: int = 0, n_bootstrap: int = 0, seed: int = 0, level: float = 0.95,
@@ -135,6 +158,7 @@ def fit_chinchilla(N, D=None, loss=None, *, delta: float = 1e-3, reduction: Lite
         keep = loss < cut  # as Besiroglu et al.: strictly below the k-th highest loss
         dropped[f"{exclude_highest} highest losses excluded"] = int((~keep).sum())
         N, D, loss = N[keep], D[keep], loss[keep]
+    check_design(N, D, loss)
     order = get_form("chinchilla").params
     if starts is not None and np.asarray(starts).shape[-1] != len(order):
         raise ValueError(f"starts must have {len(order)} columns in the order {order}")

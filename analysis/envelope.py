@@ -84,10 +84,10 @@ def _envelope(runs: list[dict], grid: np.ndarray, min_runs: int):
 
 def _fit(runs, grid, min_runs, convention):
     best, C, loss, available = _envelope(runs, grid, min_runs)
-    if len(np.unique(best)) < 2:
-        raise FitError(f"the envelope has {len(np.unique(best))} distinct run(s) where at least {min_runs} curves "
-                       "overlap: need 2 or more model sizes on it. Fix: train more sizes over overlapping budgets.")
     N = np.array([runs[i]["N"] for i in best])
+    if len(np.unique(N)) < 2:
+        raise FitError(f"the envelope holds {len(np.unique(N))} model size(s) where at least {min_runs} curves "
+                       "overlap: N_opt(C) needs 2 or more sizes on it. Fix: train more sizes over overlapping budgets")
     tokens = C / np.array([runs[i]["per_token"] for i in best])  # C is linear in tokens along a run
     frontier = pd.DataFrame({"C": C, "N_opt": N, "D_opt": tokens, "loss": loss,
                              "run_id": [runs[i]["run_id"] for i in best], "n_available": available})

@@ -89,11 +89,11 @@ def _summary_row(summary: dict, name: str | None, point: dict | None = None) -> 
     return row
 
 
-def _failed_row(failure: dict, point: dict) -> dict:
-    """A run that used up its attempts (failure.json): what was planned, status 'failed', no loss."""
+def _planned_row(point: dict, status: str) -> dict:
+    """A run without a final result (running, pending or failed): what was planned, and no loss."""
     planned = {"params": point.get("params"), "tokens": point.get("tokens"), "flops": point.get("flops"),
-               "run_id": point.get("run_id"), "config": point.get("config"), "status": "failed"}
-    return {**_summary_row(planned, None, point), "error": failure.get("error")}
+               "run_id": point.get("run_id"), "config": point.get("config"), "status": status}
+    return _summary_row(planned, None, point)
 
 
 def _run_name(run_dir: Path, run_id: str | None) -> str:
@@ -127,14 +127,21 @@ def _run_dirs(path: Path) -> list[Path]:
 
 
 def _run_row(run: Path) -> dict | None:
-    """The row of one run dir: from summary.json, else failure.json (a failed run), else None (not finished)."""
+    """The row of one run dir: from summary.json; else failure.json (failed); else, for a planned run (point.json),
+    'running' while a worker holds its claim (claim.json) and 'pending' before; else None (not a run)."""
     point = _read_json(run / "point.json") if (run / "point.json").is_file() else {}
     if (run / "summary.json").is_file():
         s = _read_json(run / "summary.json")
-        return {**_summary_row(s, _run_name(run, s.get("run_id")), point), "path": str(run)}
-    if (run / "failure.json").is_file():
-        return {**_failed_row(_read_json(run / "failure.json"), point), "path": str(run)}
-    return None
+        row = _summary_row(s, _run_name(run, s.get("run_id")), point)
+        if (run / "claim.json").is_file() and row["status"] == "interrupted":
+            row["status"] = "running"  # resumed by a worker now
+    elif (run / "failure.json").is_file():
+        row = {**_planned_row(point, "failed"), "error": _read_json(run / "failure.json").get("error")}
+    elif point:
+        row = _planned_row(point, "running" if (run / "claim.json").is_file() else "pending")
+    else:
+        return None
+    return {**row, "path": str(run)}
 
 
 def _summaries(path: Path) -> list[dict]:
@@ -147,16 +154,7 @@ def _summaries(path: Path) -> list[dict]:
         raise ValueError(f"{path}: expected a sweep dir, a run dir, results.jsonl, summary.json or a .csv")
     if (path / "summary.json").is_file() or (path / "failure.json").is_file():  # a single run
         return [_run_row(path)]
-    rows, missing = [], []
-    for run in _run_dirs(path):
-        row = _run_row(run)
-        if row is None:
-            missing.append(run.name)
-        else:
-            rows.append(row)
-    if missing:
-        warnings.warn(f"{len(missing)} run dir(s) under {path / 'runs'} have no summary.json yet and are left out: "
-                      f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", stacklevel=3)
+    rows = [row for row in map(_run_row, _run_dirs(path)) if row is not None]
     if rows:
         return rows
     if (path / "results.jsonl").is_file():

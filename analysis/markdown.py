@@ -189,7 +189,7 @@ def render(rep, figs: dict[str, str]) -> str:
     if rep.backtest is not None:
         out += _backtest(rep)
     if rep.skipped:
-        out += ["## Not run", ""] + [f"- **{k}**: {v}" for k, v in rep.skipped.items()] + [""]
+        out += ["## Not fitted", ""] + [f"- **{k}**: {v}" for k, v in rep.skipped.items()] + [""]
     out += ["## Files", "", "Every number above is also in `fit.json`, `isoflop.json`, `frontier.json` and "
             "`backtest.json` next to this file; each figure is there as PNG and SVG.", ""]
     return "\n".join(out)

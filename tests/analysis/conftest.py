@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,4 @@ def chinchilla_grid():
     N, D, C = isoflop_grid(budgets, sizes_per_budget=28, span=30.0, law={**TRUE})[:250].T
     loss = law_loss(N, D, **TRUE) * np.exp(rng.normal(0, 0.005, len(N)))
     return N, D, loss
-
-
-@pytest.fixture(autouse=True)
-def _quiet_missing_summaries():
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*no summary.json yet.*")
-        yield
 

@@ -82,6 +82,8 @@ def write_sweep(out, budgets=(1e18, 3e18, 1e19, 3e19, 1e20), shapes=SHAPES, law=
                  "params": int(N), "tokens": 10 ** 9, "flops": 6.0 * N * 1e9, "flops_6nd": 6.0 * N * 1e9,
                  "config": config}
         (run / "point.json").write_text(json.dumps(point))
+        if status == "running":
+            (run / "claim.json").write_text(json.dumps({"worker": "w0", "token": "t"}))  # a worker holds it
         if status == "failed":
             (run / "failure.json").write_text(json.dumps({"status": "failed", "error": "RESOURCE_EXHAUSTED"}))
             summaries.append({**{k: point[k] for k in ("run_id", "params", "tokens", "flops", "config")},

@@ -121,7 +121,7 @@ def test_dataframe_input_records_convention_and_dropped_runs(sweep_dir):
     df = analysis.load(sweep_dir)
     fit = analysis.fit_chinchilla(df)
     assert len(fit.loss) == 30
-    assert fit.dropped == {"status not in complete": 2}
+    assert fit.dropped == {"status not in complete": 3}  # diverged, failed and running
     assert fit.convention["params"] == "total" and fit.convention["flops"] == "6ND"
     assert "C = 6 N D" in fit.convention["description"]
     out = fit.to_dict()
