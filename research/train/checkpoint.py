@@ -33,6 +33,8 @@ class Checkpointer:
                                                cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._unsealed: list[int] = []  # saved by this process, waiting for orbax to finish them
+        # what pruning reads: kept in memory, so every process of a multi-process run prunes the same steps
+        self._sealed = self.sealed_steps()
 
     # ---- writing ----------------------------------------------------------------------------------------------
     def save(self, step: int, state, meta: dict) -> None:
@@ -47,8 +49,10 @@ class Checkpointer:
         self._unsealed.append(step)
 
     def seal_finished(self) -> None:
-        """Seal what orbax has finished writing, without waiting (called between training steps)."""
-        if self._unsealed and not self._manager.is_saving_in_progress():
+        """Seal what orbax has finished writing, without waiting (called between training steps). With several
+        processes, whose writes finish at different times, sealing waits for the next save or close instead: all
+        processes must reach orbax's collective calls together."""
+        if self._unsealed and jax.process_count() == 1 and not self._manager.is_saving_in_progress():
             self._finish()
 
     def _finish(self) -> None:
@@ -60,10 +64,11 @@ class Checkpointer:
         for step in self._unsealed:
             if self.primary:
                 write_json_atomic(self._step_dir(step) / SEAL, _checksums(self._step_dir(step)))
+        self._sealed = sorted(set(self._sealed) | set(self._unsealed), reverse=True)
         self._unsealed = []
-        sealed = [s for s in self.sealed_steps()]
-        for step in sealed[self.keep:]:  # the newest `keep` sealed steps stay
+        for step in self._sealed[self.keep:]:  # the newest `keep` sealed steps stay
             self._manager.delete(step)
+        self._sealed = self._sealed[:self.keep]
 
     def wait(self) -> None:
         self._finish()
@@ -167,6 +172,7 @@ class Checkpointer:
                 n += 1
                 target = target.with_name(f"step-{step}.{n}")
             shutil.move(self._step_dir(step), target)
+        self._sealed = [s for s in self._sealed if s != step]
         print(f"warning: checkpoint step {step} in {self.directory} is not usable: {problem}. Moved it to {target}; "
               "restoring the newest earlier checkpoint.", file=sys.stderr, flush=True)
         self._manager.reload()
