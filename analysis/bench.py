@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import jax
 import numpy as np
 
 from analysis.bootstrap import bootstrap
@@ -41,7 +42,6 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=1000)
     args = p.parse_args(argv)
     N, D, loss = synthetic_runs(args.runs)
-    import jax
     print(f"{args.runs} runs, jax {jax.__version__}, {len(jax.devices())} {jax.default_backend()} device(s)")
     for label in ("cold", "warm"):
         fit, wall, cpu = _timed(lambda: fit_chinchilla(N, D, loss))

@@ -14,6 +14,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.ByteTokenizer)
@@ -369,6 +370,15 @@ class RunConfig:
             semantic[section] = {k: v for k, v in semantic[section].items() if k not in defaults or v != defaults[k]}
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @classmethod
+    def read(cls, path) -> RunConfig:
+        """A stored config.json; a damaged file is a ConfigError that names it."""
+        try:
+            return cls.from_json(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}). Fix: restore the file from the "
+                              "run's summary.json ('config'), or start in a fresh --workdir.") from None
 
     def override(self, *assignments: str) -> RunConfig:
         """Apply dotted overrides such as 'model.d_model=256' or 'optim.lr=3e-3'."""

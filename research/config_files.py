@@ -40,7 +40,7 @@ def load_config(spec: str, overrides: list[str] | None = None) -> RunConfig:
     if path.suffix == ".py" and path.exists():
         config = call_factory(path, "config", RunConfig)
     elif path.suffix == ".json" and path.exists():
-        config = RunConfig.from_json(path.read_text())
+        config = RunConfig.read(path)
     elif path.suffix in (".py", ".json"):
         raise ConfigError(f"--config {spec}: no such file. Fix: check the path, e.g. experiments/configs/tiny.py.")
     else:

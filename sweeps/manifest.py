@@ -90,6 +90,6 @@ def write_plan(out: Path, plan: Plan) -> None:
 def read_plan(out: Path) -> Plan:
     d = read_json(Path(out) / MANIFEST)
     if d is None:
-        raise SweepError(f"{out}/{MANIFEST} not found. Fix: start the sweep with `python -m sweeps run CONFIG "
-                         f"--out {out}` (workers read the plan it writes)")
+        raise SweepError(f"{out}/{MANIFEST} is missing or not valid JSON. Fix: start the sweep with `python -m sweeps "
+                         f"run CONFIG --out {out}` (workers read the plan it writes)")
     return Plan.from_dict(d)

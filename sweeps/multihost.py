@@ -13,7 +13,7 @@ from sweeps.runner import Worker, WorkerOptions, WorkerReport
 
 
 def _broadcast(value: int) -> int:
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # JAX: only in a multi-process worker
 
     return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 

@@ -27,6 +27,8 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
     (tmp_path / "broken_sweep.py").write_text("def sweep(:\n    pass\n")
     (tmp_path / "raising_sweep.py").write_text("def sweep():\n    return undefined_name\n")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.json").write_text('{"model": {')  # a run dir whose config was cut short
     train = ["research.train", *TOUR, "--workdir"]
     return {
         "workdir is a file": ([*train, str(tmp_path / "a_file")], "a file is in the way"),
@@ -37,6 +39,8 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "malformed JSONL": ([*train, str(tmp_path / "run3"), "--set", f"data.source={tmp_path / 'bad.jsonl'}"],
                             "line 2: not valid JSON"),
         "infinite lr": ([*train, str(tmp_path / "run4"), "--set", "optim.lr=inf"], "finite"),
+        "damaged config.json": ([*train, str(tmp_path / "damaged")], "not valid JSON"),
+        "workers on a damaged sweep": (["sweeps", "worker", str(tmp_path / "empty")], "plan"),
         "sweep syntax error": (["sweeps", "plan", str(tmp_path / "broken_sweep.py")], "broken_sweep.py:1"),
         "sweep raising": (["sweeps", "plan", str(tmp_path / "raising_sweep.py")], "NameError"),
         "no workers": (["sweeps", "run", "demo", "--out", str(tmp_path / "s"), "--workers", "0"], "--workers"),

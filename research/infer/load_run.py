@@ -24,7 +24,7 @@ def load_run(workdir: str | Path, step: int | None = None, tensor: int = 1,
     if not (workdir / "tokenizer.json").exists():
         raise ConfigError(f"--workdir {str(workdir)!r} has no tokenizer.json. Fix: point at a trained run's workdir.")
     if (workdir / "config.json").exists():
-        check_decodable(RunConfig.from_json((workdir / "config.json").read_text()).model)
+        check_decodable(RunConfig.read(workdir / "config.json").model)
     parallel = ParallelConfig(data=1, tensor=tensor)
     devices = jax.devices()[:tensor]
     state, _, config = restore_state(workdir, step, devices=devices, parallel=parallel)

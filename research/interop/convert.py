@@ -69,7 +69,7 @@ def export_hf(source: ModelConfig | RunConfig | str | Path, params: dict | None,
             state, _, run_config = restore_state(workdir, step)
             params = state.params
         else:
-            run_config = RunConfig.from_json((workdir / "config.json").read_text())
+            run_config = RunConfig.read(workdir / "config.json")
         cfg = run_config.model
         if (workdir / "tokenizer.json").is_file():
             tokenizer = Tokenizer.load(workdir / "tokenizer.json")

@@ -40,12 +40,12 @@ def _prepare_workdir(config: RunConfig, workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.json"
     if path.exists():
-        existing = RunConfig.from_json(path.read_text())
+        existing = RunConfig.read(path)
         if existing.run_id() != config.run_id():
             raise ConfigError(
                 f"workdir {str(workdir)!r} holds run {existing.run_id()}, not this config's run {config.run_id()}. "
                 f"Fix: use another --workdir, or resume it with --config {path}.")
-    if not path.exists() or RunConfig.from_json(path.read_text()) != config:
+    if not path.exists() or RunConfig.read(path) != config:
         write_json_atomic(path, config.to_dict())  # a resumed run may change only its parallel layout
 
 
@@ -265,7 +265,7 @@ def _finished_summary(config: RunConfig, workdir: Path) -> RunSummary | None:
 
 
 def read_config(workdir: str | Path) -> RunConfig:
-    return RunConfig.from_json((Path(workdir) / "config.json").read_text())
+    return RunConfig.read(Path(workdir) / "config.json")
 
 
 __all__ = ["RunSummary", "read_config", "run"]

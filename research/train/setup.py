@@ -60,7 +60,7 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
     workdir = Path(workdir)
     if not (workdir / "config.json").exists():
         raise ConfigError(f"--workdir {str(workdir)!r} has no config.json. Fix: point at a run's workdir.")
-    config = RunConfig.from_json((workdir / "config.json").read_text())
+    config = RunConfig.read(workdir / "config.json")
     devices = jax.devices()[:1] if devices is None else devices
     config = dataclasses.replace(config, parallel=parallel or ParallelConfig())
     abstract = setup(config, devices).abstract
