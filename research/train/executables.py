@@ -54,16 +54,19 @@ class ExecutableCache:
                     self._entries.popitem(last=False)
             else:
                 self._entries.move_to_end(key)
-        if owner:
-            try:
-                future.set_result(build())
-            except BaseException as e:
-                with self._lock:  # a failed build is not cached: the next caller tries again
-                    if self._entries.get(key) is future:
-                        del self._entries[key]
-                future.set_exception(e)
-                raise
+        if owner:  # built in a thread: waiting on a future lets a signal interrupt even a long XLA compile
+            threading.Thread(target=self._build, args=(key, future, build), daemon=True,
+                             name=f"compile-{len(self._entries)}").start()
         return future.result()
+
+    def _build(self, key: Hashable, future: Future, build: Callable[[], Any]) -> None:
+        try:
+            future.set_result(build())
+        except BaseException as e:  # noqa: BLE001 - handed to every waiter
+            with self._lock:  # a failed build is not cached: the next caller tries again
+                if self._entries.get(key) is future:
+                    del self._entries[key]
+            future.set_exception(e)
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:

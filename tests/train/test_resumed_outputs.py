@@ -102,3 +102,29 @@ def test_eval_batches_beyond_the_held_out_split_are_refused(small_corpus, tmp_pa
     with pytest.raises(ConfigError, match=r"train.eval_batches=100000: \d+ batches .* cover"):
         run(_config(small_corpus).override("train.eval_batches=100000"), tmp_path, progress=False)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_signal_during_compilation_stops_at_once(small_corpus, tmp_path, monkeypatch):
+    """XLA compiles in C++, where Python cannot run a signal handler; compiling in a thread while the main thread
+    waits keeps the run interruptible. A compile that would take a minute is cut off within about a second."""
+    import threading
+    import time
+
+    from research.train import state as state_module
+    from research.train import step as step_module
+
+    threads = []
+
+    def slow_compile(lowered, platform, *args):  # stands in for XLA, which does not return to Python for long
+        threads.append(threading.current_thread())
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while "compiling"
+        time.sleep(60)
+
+    for module in (step_module, state_module):
+        monkeypatch.setattr(module, "compile_lowered", slow_compile)
+    config = _config(small_corpus).override("model.d_model=48")  # a shape no earlier test compiled
+    started = time.perf_counter()
+    with pytest.raises(RunInterrupted):
+        run(config, tmp_path, progress=False)
+    assert time.perf_counter() - started < 10
+    assert threads and threads[0] is not threading.main_thread()  # the main thread only waited, interruptibly
