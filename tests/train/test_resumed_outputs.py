@@ -113,18 +113,24 @@ def test_a_signal_during_compilation_stops_at_once(small_corpus, tmp_path, monke
     from research.train import state as state_module
     from research.train import step as step_module
 
-    threads = []
+    threads, done = [], threading.Event()
 
     def slow_compile(lowered, platform, *args):  # stands in for XLA, which does not return to Python for long
         threads.append(threading.current_thread())
         os.kill(os.getpid(), signal.SIGTERM)  # arrives while "compiling"
-        time.sleep(60)
+        done.wait(60)
+        raise RuntimeError("abandoned")  # a failed build leaves nothing in the cache for later tests
 
     for module in (step_module, state_module):
         monkeypatch.setattr(module, "compile_lowered", slow_compile)
-    config = _config(small_corpus).override("model.d_model=48")  # a shape no earlier test compiled
+    config = _config(small_corpus).override("model.d_model=40")  # a shape no other test compiles
     started = time.perf_counter()
-    with pytest.raises(RunInterrupted):
-        run(config, tmp_path, progress=False)
-    assert time.perf_counter() - started < 10
-    assert threads and threads[0] is not threading.main_thread()  # the main thread only waited, interruptibly
+    try:
+        with pytest.raises(RunInterrupted):
+            run(config, tmp_path, progress=False)
+        assert time.perf_counter() - started < 10
+        assert threads and threads[0] is not threading.main_thread()  # the main thread only waited, interruptibly
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(timeout=10)
