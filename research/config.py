@@ -22,7 +22,7 @@ BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.Byte
 
 EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
 # Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
-ADDED_FIELDS = {"model": {"kernels": "tuned"}}
+ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None}}
 # Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
 RENAMED_KEYS = {"parallel.schedule": "parallel.pipeline_schedule"}
 
@@ -282,6 +282,25 @@ class ParallelConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    """Where the weights start (ADAPT-1): fresh from `seed`, or from a trained run's checkpoint (a scalelab run
+    directory, or one `python -m research.interop import` wrote from a Hugging Face model). The optimiser state and
+    the schedule are always this run's own."""
+
+    from_run: str | None = None  # the base run's directory
+    step: int | None = None  # its checkpoint step; None: the newest verified one
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "init")
+        if self.from_run is not None and not self.from_run:
+            _fail("init.from_run", self.from_run, "is empty", "give a run directory, or null to start fresh")
+        if self.step is not None:
+            _check_positive("init.step", self.step, allow_zero=True)
+            if self.from_run is None:
+                _fail("init.step", self.step, "needs init.from_run", "set init.from_run=DIR, or init.step=null")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. Its JSON is config.json; its hash is the run id."""
 
@@ -290,6 +309,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     seed: int = 0  # initialisation, dropout and data order
 
     def __post_init__(self) -> None:
@@ -368,6 +388,8 @@ class RunConfig:
         semantic["train"] = {k: v for k, v in semantic["train"].items() if k not in EXECUTION_ONLY_TRAIN_FIELDS}
         for section, defaults in ADDED_FIELDS.items():
             semantic[section] = {k: v for k, v in semantic[section].items() if k not in defaults or v != defaults[k]}
+            if not semantic[section] and set(defaults) == set(self.to_dict()[section]):
+                del semantic[section]  # a section added whole: absent when left at its defaults
         canonical = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from research.config import ConfigError, RunConfig
 from research.data import load_data
-from research.files import write_json_atomic
+from research.files import write_json_atomic, write_text_atomic
 from research.model.flops import mfu_flops_per_token, run_flops
 from research.parallel import activate, batch_sharding
 from research.parallel.mesh import check_batch_split
@@ -29,7 +29,7 @@ from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate
-from research.train.setup import setup
+from research.train.setup import base_params, setup
 from research.train.signals import StopSignals
 from research.train.step import call_inputs, steps_per_call
 
@@ -69,6 +69,8 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     finished = _finished_summary(config, workdir)
     if finished is not None:  # a rerun of a finished run changes no file
         return finished
+    if config.init.from_run is not None:
+        _adopt_tokenizer(Path(config.init.from_run), workdir)
     data = load_data(config.data, workdir)
     if data.tokenizer.vocab_size > config.model.vocab_size:
         raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
@@ -99,6 +101,9 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                 print(f"warning: no usable checkpoint left in {workdir / 'checkpoints'}; starting from step 0.",
                       file=sys.stderr, flush=True)
             state = run_setup.init_state()
+            if config.init.from_run is not None:  # fine-tuning: the base's weights, this run's optimiser state
+                params, base = base_params(config, run_setup, devices)
+                state, meta = state.replace(params=params), {"base": base}
         step = int(jax.device_get(state.step))
         log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
 
@@ -143,7 +148,8 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                     "wall_time_s": previous["wall_time_s"] + time.perf_counter() - started,
                     "train_time_s": previous["train_time_s"] + train_time,
                     "log_window": {"losses": interval_losses, "time": interval_time},
-                    "pending_record": pending}  # a log line whose evaluation a signal cut short
+                    "pending_record": pending,  # a log line whose evaluation a signal cut short
+                    "base": meta.get("base")}  # the run a fine-tune started from
 
         def write_record(record: dict) -> None:
             fence()
@@ -246,11 +252,24 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
         wall_time_s=previous["wall_time_s"] + time.perf_counter() - started,
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,
         devices=len(devices), mesh=dict(mesh.shape), diverged_at_step=diverged_at,
-        last_good_checkpoint=last_good if status == "diverged" else None, config=config.to_dict())
+        last_good_checkpoint=last_good if status == "diverged" else None, base=meta.get("base"),
+        config=config.to_dict())
     if jax.process_index() == 0:
         fence()
         write_json_atomic(workdir / "summary.json", summary.to_dict())
     return summary
+
+
+def _adopt_tokenizer(base_dir: Path, workdir: Path) -> None:
+    """A fine-tune reads text with its base's tokenizer (an imported HF model's own, a BPE the base trained)."""
+    theirs, ours = base_dir / "tokenizer.json", workdir / "tokenizer.json"
+    if not theirs.is_file() or jax.process_index() != 0:
+        return
+    if not ours.exists():
+        write_text_atomic(ours, theirs.read_text())
+    elif ours.read_text() != theirs.read_text():
+        raise ConfigError(f"{ours} differs from the base's {theirs}. Fix: fine-tune in a fresh --workdir, so the run "
+                          "reads text as its base does.")
 
 
 def _finished_summary(config: RunConfig, workdir: Path) -> RunSummary | None:

@@ -40,6 +40,7 @@ class RunSummary:
     mesh: dict
     diverged_at_step: int | None = None
     last_good_checkpoint: int | None = None
+    base: dict | None = None  # a fine-tune's base: {"run", "step", "params_hash"}
     config: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:

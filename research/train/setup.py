@@ -1,15 +1,18 @@
 """setup(config, devices) -> RunSetup: a run's mesh, model, optimiser, state shapes and shardings, and its compiled
 steps. The one way every caller builds them: run(), the benchmark, the planner, background precompiles, restoring
-a checkpoint (`restore_state`, for evaluation, generation and export) and the Hugging Face importer."""
+a checkpoint (`restore_state`, for evaluation, generation and export; `base_params`, the weights a fine-tune starts
+from) and the Hugging Face importer."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -80,3 +83,29 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
     state, meta = checkpoints.restore(step, abstract, fingerprint=None)
     checkpoints.close()
     return state, meta, config
+
+
+def base_params(config: RunConfig, run_setup: RunSetup, devices: list):
+    """(params, identity) of the run `config.init.from_run` starts from: its checkpoint's parameters in this run's
+    shardings, and {"run", "step", "params_hash"} to record. A base whose parameters have other shapes is refused,
+    naming the first that differs."""
+    base_dir = Path(config.init.from_run)
+    if not (base_dir / "config.json").is_file():
+        raise ConfigError(f"init.from_run={config.init.from_run!r}: no config.json there. Fix: point at a trained "
+                          "run's directory, or one `python -m research.interop import` wrote.")
+    state, meta, _ = restore_state(base_dir, config.init.step, devices, config.parallel)
+    ours = jax.tree_util.tree_flatten_with_path(run_setup.abstract.params)[0]
+    theirs = dict(jax.tree_util.tree_flatten_with_path(state.params)[0])
+    for path, leaf in ours:
+        got = theirs.get(path)
+        if got is None or got.shape != leaf.shape:
+            name = jax.tree_util.keystr(path)
+            raise ConfigError(f"init.from_run={config.init.from_run!r}: the base's parameter {name} has shape "
+                              f"{None if got is None else tuple(got.shape)}, this run's model needs "
+                              f"{tuple(leaf.shape)}. Fix: give this run the base's model config (--config "
+                              f"{base_dir} --set ...), or another base.")
+    params = jax.device_put(state.params, run_setup.shardings.params)
+    digest = hashlib.blake2b(digest_size=16)
+    for leaf in jax.tree.leaves(params):
+        digest.update(np.asarray(jax.device_get(leaf)).tobytes())
+    return params, {"run": str(base_dir.absolute()), "step": meta["step"], "params_hash": digest.hexdigest()}

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from research.config import ConfigError
+from research.config import ConfigError, RunConfig
 from research.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from research.interop.__main__ import main
 from research.model import Transformer
@@ -106,3 +106,15 @@ def test_import_refuses_architecture_overrides_and_missing_tokenizer(hf_dir, tmp
         from research.interop import import_run
 
         import_run(bare, tmp_path / "b")
+
+
+def test_an_imported_model_is_a_base_for_init_from_run(hf_dir, small_corpus, tmp_path):
+    """init.from_run takes an import's run directory: the fine-tune adopts its tokenizer and starts from its weights."""
+    root, model, _ = hf_dir
+    imported = tmp_path / "imported"
+    assert main(["import", str(root), "--out", str(imported), "--set", f"data.source={small_corpus}",
+                 "--set", "data.seq_len=16", "--set", "train.batch_size=8", "--set", "train.eval_batches=1"]) == 0
+    config = RunConfig.read(imported / "config.json").override(f"init.from_run={imported}", "train.steps=2")
+    summary = run(config, tmp_path / "tuned", progress=False)
+    assert summary.status == "complete" and summary.base["step"] == 0
+    assert (tmp_path / "tuned" / "tokenizer.json").read_text() == (imported / "tokenizer.json").read_text()
