@@ -22,7 +22,9 @@ BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.Byte
 
 EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
 # Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
-ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None}}
+ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None},
+                "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
+                          "lora_dropout": 0.0}}
 # Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
 RENAMED_KEYS = {"parallel.schedule": "parallel.pipeline_schedule"}
 
@@ -300,6 +302,37 @@ class InitConfig:
                 _fail("init.step", self.step, "needs init.from_run", "set init.from_run=DIR, or init.step=null")
 
 
+LORA_TARGETS = ("q", "k", "v", "o", "mlp_in", "mlp_gate", "mlp_out")  # the projections LoRA can adapt
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Which weights train (ADAPT-*). full: every weight. lora (Hu et al. 2022, ADAPT-5): the base weights are frozen
+    and each target projection W gains a trainable low-rank update, W' = W + (alpha / rank) A B, with A random and
+    B zero at the start (so the adapted model starts equal to its base)."""
+
+    method: Literal["full", "lora"] = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: str = "q,v"  # comma-separated, from LORA_TARGETS
+    lora_dropout: float = 0.0  # on the input of the low-rank path, training only
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "adapt")
+        _check_positive("adapt.lora_rank", self.lora_rank)
+        _check_positive("adapt.lora_alpha", self.lora_alpha)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            _fail("adapt.lora_dropout", self.lora_dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
+        unknown = [t for t in self.targets if t not in LORA_TARGETS]
+        if unknown or not self.targets:
+            _fail("adapt.lora_targets", self.lora_targets, f"names no projection ({unknown or 'empty'})",
+                  f"use a comma-separated subset of {','.join(LORA_TARGETS)}, e.g. q,v")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything a run depends on. Its JSON is config.json; its hash is the run id."""
@@ -310,6 +343,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     init: InitConfig = field(default_factory=InitConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     seed: int = 0  # initialisation, dropout and data order
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ Layers are stacked with `nn.scan`, so compile time does not grow with depth, and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -35,6 +36,25 @@ def _constrain(x: jnp.ndarray, axes: tuple) -> jnp.ndarray:
 def _matrix_init(cfg: ModelConfig, residual_out: bool = False):
     std = cfg.init_std / (2 * cfg.n_layers) ** 0.5 if residual_out and cfg.scaled_residual_init else cfg.init_std
     return nn.initializers.normal(stddev=std)
+
+
+def _adapted(module: nn.Module, target: str, x, w, axes: tuple, contract: int, dense, lora) -> jnp.ndarray:
+    """x · w, plus LoRA's low-rank update (alpha / rank) (x · A) · B when `target` is one of lora's targets.
+
+    w: [*in, *out] with logical axes `axes`; A: [*in, rank] (random), B: [rank, *out] (zero): a new adapter leaves
+    the model as it was."""
+    y = dense(x, w, contract)
+    if lora is None or target not in lora.targets:
+        return y
+    in_shape, out_shape = w.shape[:contract], w.shape[contract:]
+    fan_in = math.prod(in_shape)
+    a = _param(module, f"lora_a_{target}", (*in_shape, lora.lora_rank), (*axes[:contract], None),
+               nn.initializers.normal(stddev=fan_in ** -0.5))
+    b = _param(module, f"lora_b_{target}", (lora.lora_rank, *out_shape), (None, *axes[contract:]),
+               nn.initializers.zeros)
+    h = nn.Dropout(lora.lora_dropout, deterministic=module.deterministic)(x) if lora.lora_dropout else x
+    low = dense(dense(h, a.astype(x.dtype), contract), b.astype(x.dtype))  # [..., *out] through [..., rank]
+    return y + (lora.lora_alpha / lora.lora_rank) * low
 
 
 class Norm(nn.Module):
@@ -87,18 +107,24 @@ class Attention(nn.Module):
     """
 
     cfg: ModelConfig
+    lora: Any = None  # research.config.AdaptConfig with method lora, or None
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, cache=None, slots=None):
         cfg, dtype, dense = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg).dense
+
+        def project(target, x, w, axes, contract=1):
+            return _adapted(self, target, x, w.astype(dtype), axes, contract, dense, self.lora)
+
         d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         wq = _param(self, "wq", (d, h, hd), ("embed", "heads", "head_dim"), _matrix_init(cfg))
         wk = _param(self, "wk", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
         wv = _param(self, "wv", (d, kv, hd), ("embed", "kv_heads", "head_dim"), _matrix_init(cfg))
         wo = _param(self, "wo", (h, hd, d), ("heads", "head_dim", "embed"), _matrix_init(cfg, residual_out=True))
-        q = dense(x, wq.astype(dtype))  # [batch, T, heads, head_dim]
-        k = dense(x, wk.astype(dtype))  # [batch, T, kv_heads, head_dim]
-        v = dense(x, wv.astype(dtype))
+        q = project("q", x, wq, ("embed", "heads", "head_dim"))  # [batch, T, heads, head_dim]
+        k = project("k", x, wk, ("embed", "kv_heads", "head_dim"))  # [batch, T, kv_heads, head_dim]
+        v = project("v", x, wv, ("embed", "kv_heads", "head_dim"))
         if cfg.use_bias or cfg.qkv_bias:
             q = q + _param(self, "bq", (h, hd), ("heads", "head_dim"), nn.initializers.zeros).astype(dtype)
             k = k + _param(self, "bk", (kv, hd), ("kv_heads", "head_dim"), nn.initializers.zeros).astype(dtype)
@@ -112,7 +138,7 @@ class Attention(nn.Module):
             cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
                           for c, new in zip(cache, (k, v)))  # [batch, max_len, kv_heads, head_dim] each
             out = attend(q, cache[0], cache[1], cfg, positions, k_positions, k_valid=k_positions >= 0)
-        y = dense(out, wo.astype(dtype), contract=2)
+        y = project("o", out, wo, ("heads", "head_dim", "embed"), contract=2)
         if cfg.use_bias:
             y = y + _param(self, "bo", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
         return y if cache is None else (y, cache)
@@ -122,18 +148,24 @@ class MLP(nn.Module):
     """Position-wise feed-forward: W_out act(W_in x), or W_out (act(W_gate x) * W_in x) for GeGLU / SwiGLU."""
 
     cfg: ModelConfig
+    lora: Any = None  # research.config.AdaptConfig with method lora, or None
+    deterministic: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         cfg, dtype, ops = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg)
+
+        def project(target, x, w, axes):
+            return _adapted(self, target, x, w.astype(dtype), axes, 1, ops.dense, self.lora)
+
         d, f = cfg.d_model, cfg.d_ff
         w_in = _param(self, "w_in", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-        hidden = ops.dense(x, w_in.astype(dtype))  # [batch, T, d_ff]
+        hidden = project("mlp_in", x, w_in, ("embed", "mlp"))  # [batch, T, d_ff]
         if cfg.use_bias:
             hidden = hidden + _param(self, "b_in", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
         if cfg.is_glu:
             w_gate = _param(self, "w_gate", (d, f), ("embed", "mlp"), _matrix_init(cfg))
-            gate = ops.dense(x, w_gate.astype(dtype))
+            gate = project("mlp_gate", x, w_gate, ("embed", "mlp"))
             if cfg.use_bias:
                 gate = gate + _param(self, "b_gate", (f,), ("mlp",), nn.initializers.zeros).astype(dtype)
             hidden = (ops.silu if cfg.activation == "swiglu" else ops.gelu)(gate) * hidden
@@ -142,7 +174,7 @@ class MLP(nn.Module):
         else:
             hidden = ops.gelu(hidden)
         w_out = _param(self, "w_out", (f, d), ("mlp", "embed"), _matrix_init(cfg, residual_out=True))
-        y = ops.dense(hidden, w_out.astype(dtype))
+        y = project("mlp_out", hidden, w_out, ("mlp", "embed"))
         if cfg.use_bias:
             y = y + _param(self, "b_out", (d,), ("embed",), nn.initializers.zeros).astype(dtype)
         return y
@@ -153,13 +185,15 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     deterministic: bool = True
+    lora: Any = None  # research.config.AdaptConfig with method lora, or None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv=None, slots=None):
         """(x, None); with a KV cache (see Attention), (x, this layer's updated (k, v))."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attn, mlp = Attention(cfg, name="attn"), MLP(cfg, name="mlp")
+        attn = Attention(cfg, self.lora, self.deterministic, name="attn")
+        mlp = MLP(cfg, self.lora, self.deterministic, name="mlp")
         attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
 
         def attention(h):
@@ -185,7 +219,8 @@ REMAT_POLICIES = {
 }
 
 
-def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", cached: bool = False) -> nn.Module:
+def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", cached: bool = False,
+                   lora=None) -> nn.Module:
     """`n_layers` blocks as one scanned module; parameters get a leading `layers` axis.
 
     cached: called as (x, positions, (k, v) [layers, ...] scanned per layer, slots broadcast) -> (x, updated (k, v)).
@@ -201,7 +236,7 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", 
         length=cfg.n_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    return scanned(cfg, deterministic, name=name)
+    return scanned(cfg, deterministic, lora, name=name)
 
 
 class Transformer(nn.Module):
@@ -211,6 +246,7 @@ class Transformer(nn.Module):
     # None: the plain scanned stack. Else an object whose run_blocks(module, x, positions, deterministic) runs the
     # stack's own parameters another way (research.parallel.pipeline.Pipeline): the model itself has no pipeline code
     pipeline: Any = None
+    lora: Any = None  # research.config.AdaptConfig with method lora: low-rank updates on its target projections
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
@@ -234,11 +270,11 @@ class Transformer(nn.Module):
         if cache is not None:
             slot_positions = jax.lax.dynamic_update_slice_in_dim(
                 cache.positions, positions.astype(jnp.int32), cache.index, axis=1)  # [batch, max_len]
-            x, (k, v) = stacked_blocks(cfg, deterministic, cached=True)(
+            x, (k, v) = stacked_blocks(cfg, deterministic, cached=True, lora=self.lora)(
                 x, positions, (cache.k, cache.v), (slot_positions, cache.index))
             cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
         elif self.pipeline is None or self.is_initializing():
-            x, _ = stacked_blocks(cfg, deterministic)(x, positions)
+            x, _ = stacked_blocks(cfg, deterministic, lora=self.lora)(x, positions)
         else:
             x = self.pipeline.run_blocks(self, x, positions, deterministic)
         if cfg.norm_placement == "pre":

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -43,8 +44,10 @@ def logical_to_sharding(logical_specs, mesh: Mesh, shapes=None):
     shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, LOGICAL_AXIS_RULES)
     if shapes is None:
         return shardings
-    return jax.tree.map(lambda s, x: NamedSharding(mesh, fit_spec(s.spec, x.shape, dict(mesh.shape))),
-                        shardings, shapes)
+    # optax leaves a MaskedNode (an empty subtree) where an optimiser holds no state for a frozen parameter
+    return jax.tree.map(lambda x, s: x if isinstance(x, optax.MaskedNode) else
+                        NamedSharding(mesh, fit_spec(s.spec, x.shape, dict(mesh.shape))),
+                        shapes, shardings, is_leaf=lambda x: isinstance(x, optax.MaskedNode))
 
 
 def fit_spec(spec: PartitionSpec, shape: tuple, axis_sizes: dict[str, int]) -> PartitionSpec:

@@ -69,11 +69,13 @@ class Pipeline:
         (the parameter tree does not depend on the layout). Dropout keys: fold_in(fold_in(key, layer), micro)."""
         cfg = module.cfg
         params = nn.meta.unbox(module.variables["params"]["blocks"])
-        base = None if deterministic or cfg.dropout == 0.0 else module.make_rng("dropout")
+        dropout = cfg.dropout or (module.lora is not None and module.lora.lora_dropout)
+        base = None if deterministic or not dropout else module.make_rng("dropout")
 
         def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
             rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
-            return Block(cfg, deterministic, parent=None).apply({"params": p}, h, positions, rngs=rngs)[0]
+            return Block(cfg, deterministic, module.lora, parent=None).apply({"params": p}, h, positions,
+                                                                         rngs=rngs)[0]
 
         if cfg.remat != "none":
             layer = jax.checkpoint(layer, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
@@ -166,5 +168,7 @@ def pipeline_for(config: RunConfig) -> Pipeline | None:
 
 
 def model_for(config: RunConfig):
-    """The Transformer for this run: the plain scanned stack, or the same parameters run as a pipeline."""
-    return Transformer(config.model, pipeline=pipeline_for(config))
+    """The Transformer for this run: the plain scanned stack, or the same parameters run as a pipeline; with
+    adapt.method=lora, with LoRA's low-rank updates on its target projections."""
+    lora = config.adapt if config.adapt.method == "lora" else None
+    return Transformer(config.model, pipeline=pipeline_for(config), lora=lora)

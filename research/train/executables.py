@@ -26,7 +26,7 @@ def shape_signature(config: RunConfig) -> dict:
     optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
     return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
             "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
-            "pipeline": repr(pipeline_for(config))}
+            "pipeline": repr(pipeline_for(config)), "adapt": dataclasses.asdict(config.adapt)}
 
 
 def compile_key(config: RunConfig, mesh, **extra) -> str:

@@ -28,7 +28,7 @@ from research.train.checkpoint import Checkpointer
 from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
-from research.train.optimizer import learning_rate
+from research.train.optimizer import learning_rate, trainable_mask
 from research.train.setup import base_params, setup
 from research.train.signals import StopSignals
 from research.train.step import call_inputs, steps_per_call
@@ -102,7 +102,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                       file=sys.stderr, flush=True)
             state = run_setup.init_state()
             if config.init.from_run is not None:  # fine-tuning: the base's weights, this run's optimiser state
-                params, base = base_params(config, run_setup, devices)
+                params, base = base_params(config, run_setup, devices, state.params)
                 state, meta = state.replace(params=params), {"base": base}
         step = int(jax.device_get(state.step))
         log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
@@ -253,6 +253,9 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,
         devices=len(devices), mesh=dict(mesh.shape), diverged_at_step=diverged_at,
         last_good_checkpoint=last_good if status == "diverged" else None, base=meta.get("base"),
+        trainable_params=sum(x.size for x, t in zip(jax.tree.leaves(abstract.params),
+                                                     jax.tree.leaves(trainable_mask(config.adapt, abstract.params)))
+                             if t),
         config=config.to_dict())
     if jax.process_index() == 0:
         fence()

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import optax
 
-from research.config import OptimConfig
+from research.config import AdaptConfig, OptimConfig
 
 NO_DECAY_NORM_BIAS = ("scale", "bias", "bq", "bk", "bv", "bo", "b_in", "b_gate", "b_out")
 EMBEDDINGS = ("embedding", "pos_embedding", "lm_head")
@@ -52,7 +52,7 @@ def weight_decay_mask(cfg: OptimConfig, params):
     """True where AdamW applies weight decay: matrices always; norms/biases and embeddings only if asked."""
 
     def decays(path, _):
-        name = next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), "")
+        name = _leaf_name(path)
         if name in NO_DECAY_NORM_BIAS:
             return cfg.decay_norms_and_biases
         if name in EMBEDDINGS:
@@ -62,13 +62,29 @@ def weight_decay_mask(cfg: OptimConfig, params):
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-    """Clip -> Adam moments -> decoupled weight decay: AdamW's update before the learning rate."""
+def trainable_mask(adapt: AdaptConfig, params):
+    """True for the leaves that train: every one (adapt.method=full), or only LoRA's A and B (lora)."""
+    if adapt.method == "full":
+        return jax.tree.map(lambda _: True, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path).startswith("lora_"), params)
+
+
+def _leaf_name(path) -> str:
+    return next((k.key for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), "")
+
+
+def make_optimizer(cfg: OptimConfig, adapt: AdaptConfig | None = None) -> optax.GradientTransformation:
+    """Clip -> Adam moments -> decoupled weight decay: AdamW's update before the learning rate. With frozen weights
+    (adapt.method other than full) it runs on the trainable leaves only: the frozen ones get no state and no update."""
     parts = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
     parts.append(optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps))
     if cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(cfg.weight_decay, mask=lambda p: weight_decay_mask(cfg, p)))
-    return optax.chain(*parts)
+    adamw = optax.chain(*parts)
+    if adapt is None or adapt.method == "full":
+        return adamw
+    return optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()},
+                                 lambda p: jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask(adapt, p)))
 
 
 def apply_learning_rate(updates, lr):

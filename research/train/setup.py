@@ -52,7 +52,7 @@ class RunSetup:
 def setup(config: RunConfig, devices: list | None = None) -> RunSetup:
     """Mesh errors surface here, before anything is read or compiled."""
     mesh = make_mesh(config.parallel, jax.devices() if devices is None else devices)
-    model, tx = model_for(config), make_optimizer(config.optim)
+    model, tx = model_for(config), make_optimizer(config.optim, config.adapt)
     abstract, shardings = state_shardings(config, model, tx, mesh)
     return RunSetup(config, mesh, model, tx, abstract, shardings)
 
@@ -85,27 +85,37 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
     return state, meta, config
 
 
-def base_params(config: RunConfig, run_setup: RunSetup, devices: list):
-    """(params, identity) of the run `config.init.from_run` starts from: its checkpoint's parameters in this run's
-    shardings, and {"run", "step", "params_hash"} to record. A base whose parameters have other shapes is refused,
+def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial):
+    """(params, identity) a fine-tune starts from: the base run's (`config.init.from_run`) checkpointed weights in
+    this run's shardings, with the adapters that `initial` holds (LoRA's A and B) kept as initialised; and
+    {"run", "step", "params_hash"} of the base to record. A base whose weights have other shapes is refused,
     naming the first that differs."""
     base_dir = Path(config.init.from_run)
     if not (base_dir / "config.json").is_file():
         raise ConfigError(f"init.from_run={config.init.from_run!r}: no config.json there. Fix: point at a trained "
                           "run's directory, or one `python -m research.interop import` wrote.")
     state, meta, _ = restore_state(base_dir, config.init.step, devices, config.parallel)
-    ours = jax.tree_util.tree_flatten_with_path(run_setup.abstract.params)[0]
     theirs = dict(jax.tree_util.tree_flatten_with_path(state.params)[0])
-    for path, leaf in ours:
-        got = theirs.get(path)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(initial)
+    fix = (f"Fix: give this run the base's model config (--config {base_dir} --set ...), or another base.")
+    params = []
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        if "'lora_" in name:  # an adapter: not part of any base
+            params.append(leaf)
+            continue
+        got = theirs.pop(path, None)
         if got is None or got.shape != leaf.shape:
-            name = jax.tree_util.keystr(path)
             raise ConfigError(f"init.from_run={config.init.from_run!r}: the base's parameter {name} has shape "
                               f"{None if got is None else tuple(got.shape)}, this run's model needs "
-                              f"{tuple(leaf.shape)}. Fix: give this run the base's model config (--config "
-                              f"{base_dir} --set ...), or another base.")
-    params = jax.device_put(state.params, run_setup.shardings.params)
+                              f"{tuple(leaf.shape)}. {fix}")
+        params.append(got)
+    if theirs:
+        raise ConfigError(f"init.from_run={config.init.from_run!r}: the base has parameters this run's model lacks "
+                          f"({', '.join(map(jax.tree_util.keystr, theirs))}). {fix}")
+    params = jax.device_put(jax.tree_util.tree_unflatten(treedef, params), run_setup.shardings.params)
     digest = hashlib.blake2b(digest_size=16)
-    for leaf in jax.tree.leaves(params):
-        digest.update(np.asarray(jax.device_get(leaf)).tobytes())
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if "'lora_" not in jax.tree_util.keystr(path):
+            digest.update(np.asarray(jax.device_get(leaf)).tobytes())
     return params, {"run": str(base_dir.absolute()), "step": meta["step"], "params_hash": digest.hexdigest()}

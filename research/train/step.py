@@ -15,7 +15,7 @@ from research.parallel import activate, batch_sharding, replicated
 from research.parallel.pipeline import model_for
 from research.train.compile_cache import compile_lowered
 from research.train.executables import ExecutableCache, compile_key
-from research.train.optimizer import apply_learning_rate, make_optimizer
+from research.train.optimizer import apply_learning_rate, make_optimizer, trainable_mask
 from research.train.state import TrainState
 
 
@@ -35,9 +35,13 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
     lr (float32) and seed (int32) are inputs rather than constants, so one compiled step serves every run of the
     same shapes whatever its length, schedule or seed.
     """
-    accum, deterministic = config.train.accum_steps, config.model.dropout == 0.0
+    accum = config.train.accum_steps
+    deterministic = config.model.dropout == 0.0 and (config.adapt.method != "lora" or config.adapt.lora_dropout == 0)
 
     def loss_fn(params, inputs, targets, rng):
+        if config.adapt.method != "full":  # no gradient into frozen weights (XLA drops their weight-gradient matmuls)
+            params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params,
+                                  trainable_mask(config.adapt, params))
         logits = model.apply({"params": params}, inputs, deterministic=deterministic, rngs={"dropout": rng})
         objective, nll, count = token_losses(logits, targets, pad_id, config.train.z_loss)
         return objective, (nll, count)
@@ -156,7 +160,7 @@ def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_i
     the executable for later runs of the same shapes. steps == 1: compiled(state, batch, lr, seed);
     steps > 1: compiled(state, batches, lrs, n, seed), `make_multi_step`'s loop of up to `steps` steps."""
     def build():
-        model, tx = model_for(config), make_optimizer(config.optim)  # the plain stack, or run as a pipeline
+        model, tx = model_for(config), make_optimizer(config.optim, config.adapt)  # plain stack or pipeline
         step = make_train_step(config, model, tx, pad_id)
         lead = () if steps == 1 else (steps,)
         batch_spec = batch_sharding(mesh, stacked=steps > 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
 
 from research.config import ConfigError
@@ -30,8 +31,9 @@ def _finetune(small_corpus, base_dir, **train):
 def test_the_base_weights_arrive_bitwise_in_this_runs_layout(small_corpus, base):
     base_dir, base_summary = base
     config = _finetune(small_corpus, base_dir)
-    params, identity = base_params(config, setup(config), __import__("jax").devices())
-    assert_trees_bitwise_equal(__import__("jax").device_get(params), final_params(base_dir))
+    run_setup = setup(config)
+    params, identity = base_params(config, run_setup, jax.devices(), run_setup.init_state().params)
+    assert_trees_bitwise_equal(jax.device_get(params), final_params(base_dir))
     assert identity["step"] == base_summary.step == 24 and len(identity["params_hash"]) == 32
 
 
