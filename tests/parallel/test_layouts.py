@@ -94,12 +94,17 @@ def test_layout_matches_single_device(layout, single_device):
 LORA = ("adapt.method=lora", "adapt.lora_rank=4", "adapt.lora_targets=q,k,v,o,mlp_in,mlp_out")
 
 
+@pytest.fixture(scope="module")
+def single_device_lora():
+    return _train(_config(ParallelConfig()).override(*LORA), jax.devices()[:1])
+
+
 @needs_8
 @pytest.mark.parametrize("layout", ["fsdp8", "tp2_fsdp4", "pp2_dp4"])
-def test_lora_under_every_kind_of_layout_matches_single_device(layout):
+def test_lora_under_every_kind_of_layout_matches_single_device(layout, single_device_lora):
     """LoRA's A and B shard by the same logical axes as the weights they adapt; the frozen base takes no update."""
     parallel = LAYOUTS.get(layout) or ParallelConfig(data=4, pipeline=2, microbatches=2)
-    single = _train(_config(ParallelConfig()).override(*LORA), jax.devices()[:1])
+    single = single_device_lora
     losses, norms, grads, state = _train(_config(parallel).override(*LORA), jax.devices()[:8])
     np.testing.assert_allclose(losses, single[0], rtol=1e-5)
     np.testing.assert_allclose(norms, single[1], rtol=1e-5)
