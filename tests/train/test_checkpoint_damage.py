@@ -4,6 +4,7 @@ warning, and the run resumes from the newest good checkpoint to bitwise the unin
 from __future__ import annotations
 
 import errno
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,29 @@ def reference(small_corpus, tmp_path_factory):
     return config, final_params(workdir), summary
 
 
-@pytest.mark.parametrize("kind", list(DAMAGE))
-def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(reference, tmp_path, kind, capsys):
+@pytest.fixture(scope="module")
+def interrupted(reference, tmp_path_factory):
+    """A run stopped at step 10: checkpoints 4, 8 and 10, sealed."""
+    workdir = tmp_path_factory.mktemp("interrupted")
+    run(reference[0], workdir, progress=False, stop_after_steps=10)
+    return workdir
+
+
+def test_every_kind_of_damage_is_seen(interrupted, tmp_path):
+    assert Checkpointer(interrupted / "checkpoints", 3).problem(10) is None
+    for kind, damage in DAMAGE.items():
+        copy = tmp_path / kind
+        shutil.copytree(interrupted, copy)
+        damage(copy / "checkpoints" / "10")
+        checkpoints = Checkpointer(copy / "checkpoints", 3)
+        assert checkpoints.problem(10) is not None and checkpoints.latest_verified() == 8, kind
+
+
+@pytest.mark.parametrize("kind", ["flipped", "unsealed"])  # silent corruption; killed before sealing
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes(reference, interrupted, tmp_path,
+                                                                                  kind, capsys):
     config, ref_params, ref_summary = reference
-    run(config, tmp_path, progress=False, stop_after_steps=10)  # checkpoints 4, 8 and 10
+    shutil.copytree(interrupted, tmp_path, dirs_exist_ok=True)
     DAMAGE[kind](tmp_path / "checkpoints" / "10")
     summary = run(config, tmp_path, progress=False)
     err = capsys.readouterr().err
@@ -67,9 +87,9 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_one_resumes
     assert summary.final_eval_loss == ref_summary.final_eval_loss
 
 
-def test_with_no_good_checkpoint_left_the_run_says_so_and_starts_fresh(reference, tmp_path, capsys):
+def test_with_no_good_checkpoint_left_the_run_says_so_and_starts_fresh(reference, interrupted, tmp_path, capsys):
     config, ref_params, _ = reference
-    run(config, tmp_path, progress=False, stop_after_steps=10)
+    shutil.copytree(interrupted, tmp_path, dirs_exist_ok=True)
     for step_dir in (tmp_path / "checkpoints").iterdir():
         if step_dir.name.isdigit():
             _flip(step_dir)
