@@ -70,9 +70,6 @@ class Checkpointer:
             self._manager.delete(step)
         self._sealed = self._sealed[:self.keep]
 
-    def wait(self) -> None:
-        self._finish()
-
     def close(self) -> None:
         self._finish()
         self._manager.close()

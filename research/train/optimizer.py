@@ -66,7 +66,12 @@ def trainable_mask(adapt: AdaptConfig, params):
     """True for the leaves that train: every one (adapt.method=full), or only LoRA's A and B (lora)."""
     if adapt.method == "full":
         return jax.tree.map(lambda _: True, params)
-    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path).startswith("lora_"), params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_adapter(path), params)
+
+
+def is_adapter(path) -> bool:
+    """A leaf an adaptation method adds (LoRA's A and B): trained, and never part of a base model."""
+    return _leaf_name(path).startswith("lora_")
 
 
 def _leaf_name(path) -> str:

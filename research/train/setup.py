@@ -21,7 +21,7 @@ from research.model import Transformer
 from research.parallel import make_mesh
 from research.parallel.pipeline import model_for
 from research.train.checkpoint import Checkpointer
-from research.train.optimizer import make_optimizer
+from research.train.optimizer import is_adapter, make_optimizer
 from research.train.state import TrainState, init_state, state_shardings
 from research.train.step import compile_train_step, eval_step_for
 
@@ -101,7 +101,7 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial):
     params = []
     for path, leaf in leaves:
         name = jax.tree_util.keystr(path)
-        if "'lora_" in name:  # an adapter: not part of any base
+        if is_adapter(path):  # not part of any base: kept as initialised
             params.append(leaf)
             continue
         got = theirs.pop(path, None)
@@ -116,6 +116,6 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial):
     params = jax.device_put(jax.tree_util.tree_unflatten(treedef, params), run_setup.shardings.params)
     digest = hashlib.blake2b(digest_size=16)
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if "'lora_" not in jax.tree_util.keystr(path):
+        if not is_adapter(path):
             digest.update(np.asarray(jax.device_get(leaf)).tobytes())
     return params, {"run": str(base_dir.absolute()), "step": meta["step"], "params_hash": digest.hexdigest()}
