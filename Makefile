@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OUT ?= runs/demo
 STAMP := $(VENV)/.installed
+# glibc's malloc backs large buffers with 2 MB pages: CPU train steps ~10% faster (research/train/host_memory.py)
+GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+export GLIBC_TUNABLES
 
 .PHONY: demo test bench install clean
 

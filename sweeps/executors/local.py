@@ -6,12 +6,12 @@ persistent compilation cache serves every later process and sweep on this machin
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from research.train.host_memory import huge_pages_env
 from sweeps.executors.driver import DriveResult, drive
 from sweeps.manifest import Plan
 from sweeps.runner import Worker, WorkerOptions, WorkerReport
@@ -25,7 +25,8 @@ def run_in_process(out: str | Path, plan: Plan, options: WorkerOptions) -> Worke
 
 
 class ProcessLauncher:
-    """Worker processes: `python -m sweeps worker OUT`, each logging to OUT/logs/worker-<round>-<i>.log."""
+    """Worker processes: `python -m sweeps worker OUT`, each logging to OUT/logs/worker-<round>-<i>.log; they start
+    with malloc's huge pages on (research.train.host_memory), unless `env` says otherwise."""
 
     def __init__(self, out: str | Path, worker_args: list[str], env: dict | None = None):
         self.out, self.worker_args, self.env = Path(out), worker_args, env
@@ -39,7 +40,7 @@ class ProcessLauncher:
             with open(logs / f"worker-{name}.log", "ab") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "sweeps", "worker", str(self.out), "--worker-id", name, *self.worker_args],
-                    stdout=log, stderr=subprocess.STDOUT, env=self.env or os.environ.copy()))
+                    stdout=log, stderr=subprocess.STDOUT, env=self.env or huge_pages_env()))
 
     def alive(self) -> int:
         return sum(1 for p in self.procs if p.poll() is None)  # poll() also reaps exited workers
