@@ -19,6 +19,8 @@ from research.train.state import init_state, state_shardings
 from tests.model.harness import FAST_CPU_COMPILE, fast_jit
 from tests.parallel.test_layouts import _bytes_per_device, _train, assert_matches_single_device, needs_8
 
+pytestmark = pytest.mark.usefixtures("fast_cpu_compile")  # in-process comparisons only
+
 PP_LAYOUTS = {
     "pp2_dp4_gpipe": ParallelConfig(data=4, pipeline=2, microbatches=2),
     "pp2_dp4_circular": ParallelConfig(data=4, pipeline=2, microbatches=2, pipeline_schedule="circular",
