@@ -24,7 +24,8 @@ EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not wha
 # Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
 ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None},
                 "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
-                          "lora_dropout": 0.0}}
+                          "lora_dropout": 0.0, "adapter_size": 16, "adapter_places": "attn,mlp",
+                          "adapter_scale": 1.0}}
 # Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
 RENAMED_KEYS = {"parallel.schedule": "parallel.pipeline_schedule"}
 
@@ -303,34 +304,57 @@ class InitConfig:
 
 
 LORA_TARGETS = ("q", "k", "v", "o", "mlp_in", "mlp_gate", "mlp_out")  # the projections LoRA can adapt
+ADAPTER_PLACES = ("attn", "mlp")  # the sublayers an adapter can follow (serial) or run beside (parallel)
 
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Which weights train (ADAPT-*). full: every weight. lora (Hu et al. 2022, ADAPT-5): the base weights are frozen
-    and each target projection W gains a trainable low-rank update, W' = W + (alpha / rank) A B, with A random and
-    B zero at the start (so the adapted model starts equal to its base)."""
+    """Which weights train (ADAPT-*). full: every weight. Otherwise the base weights are frozen and only what the
+    method adds trains, initialised so that the adapted model starts equal to its base:
+    - lora (Hu et al. 2022, ADAPT-5): each target projection W gains W' = W + (alpha / rank) A B, A random, B zero;
+    - adapter_serial (Houlsby et al. 2019, ADAPT-4): each placed sublayer F becomes Adapter(F(h)) with
+      Adapter(y) = y + gelu(y W_down + b_down) W_up + b_up, W_up and b_up zero;
+    - adapter_parallel (He et al. 2022, ADAPT-4): F(h) + scale (gelu(h W_down + b_down) W_up + b_up), beside F."""
 
-    method: Literal["full", "lora"] = "full"
+    method: Literal["full", "lora", "adapter_serial", "adapter_parallel"] = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: str = "q,v"  # comma-separated, from LORA_TARGETS
     lora_dropout: float = 0.0  # on the input of the low-rank path, training only
+    adapter_size: int = 16  # the bottleneck width r: W_down [d_model, r], W_up [r, d_model]
+    adapter_places: str = "attn,mlp"  # comma-separated, from ADAPTER_PLACES: after (serial) or beside (parallel)
+    adapter_scale: float = 1.0  # s of the parallel form
 
     def __post_init__(self) -> None:
         _check_fields(self, "adapt")
         _check_positive("adapt.lora_rank", self.lora_rank)
         _check_positive("adapt.lora_alpha", self.lora_alpha)
+        _check_positive("adapt.adapter_size", self.adapter_size)
+        _check_positive("adapt.adapter_scale", self.adapter_scale)
         if not 0.0 <= self.lora_dropout < 1.0:
             _fail("adapt.lora_dropout", self.lora_dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
-        unknown = [t for t in self.targets if t not in LORA_TARGETS]
-        if unknown or not self.targets:
+        unknown = [t for t in _names(self.lora_targets) if t not in LORA_TARGETS]
+        if unknown or not _names(self.lora_targets):
             _fail("adapt.lora_targets", self.lora_targets, f"names no projection ({unknown or 'empty'})",
                   f"use a comma-separated subset of {','.join(LORA_TARGETS)}, e.g. q,v")
+        unknown = [p for p in _names(self.adapter_places) if p not in ADAPTER_PLACES]
+        if unknown or not _names(self.adapter_places):
+            _fail("adapt.adapter_places", self.adapter_places, f"names no sublayer ({unknown or 'empty'})",
+                  f"use a comma-separated subset of {','.join(ADAPTER_PLACES)}, e.g. attn,mlp")
 
     @property
     def targets(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        """LoRA's target projections; empty unless method is lora."""
+        return _names(self.lora_targets) if self.method == "lora" else ()
+
+    @property
+    def places(self) -> tuple[str, ...]:
+        """The sublayers that get an adapter; empty unless method is an adapter."""
+        return _names(self.adapter_places) if self.method.startswith("adapter_") else ()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,8 @@ class RunSpec:
 
     @property
     def flops(self) -> float:
-        return float(train_flops_per_token(self.config.model, self.config.data.seq_len)) * self.tokens
+        c = self.config
+        return float(train_flops_per_token(c.model, c.data.seq_len, c.adapt)) * self.tokens
 
     @property
     def flops_6nd(self) -> float:
@@ -141,13 +142,14 @@ def _targets(budget: Budget, config: RunConfig) -> tuple[float, float | None]:
         return float(budget.tokens), None
     if budget.tokens_per_param is not None:
         return budget.tokens_per_param * n, None
-    per_token = train_flops_per_token(config.model, config.data.seq_len) if budget.flops == "exact" else 6.0 * n
+    exact = budget.flops == "exact"
+    per_token = train_flops_per_token(config.model, config.data.seq_len, config.adapt) if exact else 6.0 * n
     return budget.flops_target / per_token, budget.flops_target
 
 
 def _flops(budget: Budget, config: RunConfig) -> float:
     if budget.flops == "exact":
-        return float(train_flops_per_token(config.model, config.data.seq_len)) * config.num_tokens
+        return float(train_flops_per_token(config.model, config.data.seq_len, config.adapt)) * config.num_tokens
     counts = count_params(config.model)
     return 6.0 * (counts.total if budget.params == "total" else counts.non_embedding) * config.num_tokens
 

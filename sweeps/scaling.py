@@ -177,8 +177,8 @@ class Scale:
 def scale_of(config: RunConfig, target_tokens: float | None = None, target_flops: float | None = None) -> Scale:
     counts = count_params(config.model)
     tokens = config.num_tokens if target_tokens is None else target_tokens
-    flops = target_flops if target_flops is not None else tokens * train_flops_per_token(config.model,
-                                                                                          config.data.seq_len)
+    flops = target_flops if target_flops is not None else tokens * train_flops_per_token(
+        config.model, config.data.seq_len, config.adapt)
     return Scale(counts.total, counts.non_embedding, config.model.d_model, config.model.n_layers, round(tokens),
                  float(flops), config.batch_size, config.num_steps)
 

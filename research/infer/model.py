@@ -32,10 +32,11 @@ def check_decodable(cfg: ModelConfig) -> None:
                           "Fix: generate with a causal model (model.causal=true).")
 
 
-def param_shardings(cfg: ModelConfig, mesh: Mesh):
+def param_shardings(cfg: ModelConfig, mesh: Mesh, adapt=None):
     """NamedShardings of the unboxed parameter tree, from the parameters' logical axes (as training lays them out)."""
     with activate(mesh):
-        boxed = jax.eval_shape(Transformer(cfg).init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
+        boxed = jax.eval_shape(Transformer(cfg, adapt=adapt).init, jax.random.key(0),
+                               jnp.zeros((1, 1), jnp.int32))["params"]
     return logical_to_sharding(nn.get_partition_spec(boxed), mesh, nn.meta.unbox(boxed))
 
 
@@ -59,19 +60,20 @@ class InferenceModel:
     params: Any  # unboxed parameter tree, laid out by param_shardings(cfg, mesh)
     mesh: Mesh
     compiler_options: dict | None = None  # XLA options for every compile (tests use cheaper CPU code generation)
+    adapt: Any = None  # research.config.AdaptConfig of a model that runs with its adapters, or None
     _fns: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, cfg: ModelConfig, params: Any, mesh: Mesh | None = None,
-               compiler_options: dict | None = None) -> InferenceModel:
+               compiler_options: dict | None = None, adapt=None) -> InferenceModel:
         """Lay `params` (e.g. a checkpoint's or a test's) out on `mesh` (default: the first device)."""
         check_decodable(cfg)
         mesh = make_mesh(ParallelConfig(data=1), jax.devices()[:1]) if mesh is None else mesh
-        return cls(cfg, jax.device_put(params, param_shardings(cfg, mesh)), mesh, compiler_options)
+        return cls(cfg, jax.device_put(params, param_shardings(cfg, mesh, adapt)), mesh, compiler_options, adapt)
 
     @property
     def module(self) -> Transformer:
-        return Transformer(self.cfg)
+        return Transformer(self.cfg, adapt=self.adapt)
 
     def jitted(self, key: tuple, build: Callable[[], Callable]) -> Callable:
         """The function `build()` returns, compiled once per `key` (its static shapes) and called under the mesh."""

@@ -20,6 +20,7 @@ from research.interop.hf_config import LLAMA_FAMILY, SUPPORTED, fail, load_hf_co
 from research.interop.hf_tokenizer import write_hf_tokenizer
 from research.interop.safetensors_io import read_tensors, write_tensors
 from research.model import Transformer
+from research.model.lora import merge_lora
 from research.train.setup import restore_state
 
 ARCHS = {"llama": llama, "gpt2": gpt2}
@@ -71,6 +72,11 @@ def export_hf(source: ModelConfig | RunConfig | str | Path, params: dict | None,
         else:
             run_config = RunConfig.read(workdir / "config.json")
         cfg = run_config.model
+        if run_config.adapt.method == "lora":  # the plain model with the updates folded in: what HF can load
+            params = merge_lora(nn.meta.unbox(params), run_config.adapt)
+        elif run_config.adapt.method != "full":
+            fail("adapt.method", run_config.adapt.method, "a Hugging Face checkpoint of this architecture has no "
+                 "adapter layers", "export the base run (init.from_run), or fine-tune with adapt.method=lora or full")
         if (workdir / "tokenizer.json").is_file():
             tokenizer = Tokenizer.load(workdir / "tokenizer.json")
     else:

@@ -8,17 +8,20 @@ Conventions (recorded in every run summary as `flop_convention`):
   weighted sum, dense (no causal discount: that is what a dense kernel computes). Elementwise work is not counted.
 - MFU FLOPs per token (`mfu_flops_per_token`): 6 N_non-embedding + 12 L (heads x head_dim) T (PaLM appendix B).
 - 6ND: 6 x N (total) x D, the Chinchilla shorthand.
+- An adapted run (adapt.method other than full) trains only what the method adds: its weight entries count 6, the
+  frozen base's 4 (the forward pass and the gradient that flows back through it; no weight gradient is computed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from research.config import ModelConfig
+from research.config import AdaptConfig, ModelConfig
 
 FLOP_CONVENTION = (
     "C = D x train_flops_per_token, train_flops_per_token = 6 x (weight-matrix entries used per token, output head "
-    "included) + 12 x L x n_heads x head_dim x T (dense attention); MFU uses 6 x N_non_embedding + "
+    "included; 4 for frozen base weights, 6 for LoRA and adapter weights) + 12 x L x n_heads x head_dim x T (dense "
+    "attention); MFU uses 6 x N_non_embedding + "
     "12 x L x n_heads x head_dim x T; N excludes nothing, N_non_embedding excludes token/position embeddings and an "
     "untied output head"
 )
@@ -70,11 +73,29 @@ def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     return 12 * cfg.n_layers * cfg.n_heads * cfg.resolved().head_dim * seq_len
 
 
-def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
-    """Exact dense matmul FLOPs of one training token (forward + backward = 3 x forward = 6 per weight)."""
+def adapter_matrix_entries(cfg: ModelConfig, adapt: AdaptConfig | None) -> int:
+    """Weight-matrix entries an adaptation method adds to every token's path (LoRA's A and B, adapters' W_down and
+    W_up), over all layers; 0 for full fine-tuning."""
+    if adapt is None or adapt.method == "full":
+        return 0
+    cfg = cfg.resolved()
+    d, q, kv, f = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.d_ff
+    if adapt.method == "lora":
+        shapes = {"q": (d, q), "k": (d, kv), "v": (d, kv), "o": (q, d), "mlp_in": (d, f), "mlp_out": (f, d),
+                  "mlp_gate": (d, f) if cfg.is_glu else (0, 0)}  # no gate matrix to adapt without a GLU
+        per_layer = sum(adapt.lora_rank * (n_in + n_out) for n_in, n_out in (shapes[t] for t in adapt.targets))
+    else:
+        per_layer = len(adapt.places) * 2 * d * adapt.adapter_size
+    return cfg.n_layers * per_layer
+
+
+def train_flops_per_token(cfg: ModelConfig, seq_len: int, adapt: AdaptConfig | None = None) -> int:
+    """Exact dense matmul FLOPs of one training token (forward + backward = 3 x forward = 6 per weight; a frozen
+    base weight under `adapt` costs 4: forward and the gradient through it, no weight gradient)."""
     _, matrices = _block_params(cfg)
-    head = cfg.d_model * cfg.vocab_size
-    return 6 * (cfg.n_layers * matrices + head) + attention_flops_per_token(cfg, seq_len)
+    base = cfg.n_layers * matrices + cfg.d_model * cfg.vocab_size  # the output head included
+    per_base_entry = 6 if adapt is None or adapt.method == "full" else 4
+    return per_base_entry * base + 6 * adapter_matrix_entries(cfg, adapt) + attention_flops_per_token(cfg, seq_len)
 
 
 def mfu_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
@@ -86,10 +107,10 @@ def flops_6nd(cfg: ModelConfig, tokens: int) -> float:
     return 6.0 * count_params(cfg).total * tokens
 
 
-def run_flops(cfg: ModelConfig, seq_len: int, tokens: int) -> dict:
-    """The FLOP and parameter fields every run summary records."""
+def run_flops(cfg: ModelConfig, seq_len: int, tokens: int, adapt: AdaptConfig | None = None) -> dict:
+    """The FLOP and parameter fields every run summary records (`params`: the model's own, adapters excluded)."""
     params = count_params(cfg)
-    per_token = train_flops_per_token(cfg, seq_len)
+    per_token = train_flops_per_token(cfg, seq_len, adapt)
     return {
         "params": params.total,
         "params_non_embedding": params.non_embedding,

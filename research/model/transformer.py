@@ -38,23 +38,56 @@ def _matrix_init(cfg: ModelConfig, residual_out: bool = False):
     return nn.initializers.normal(stddev=std)
 
 
-def _adapted(module: nn.Module, target: str, x, w, axes: tuple, contract: int, dense, lora) -> jnp.ndarray:
-    """x · w, plus LoRA's low-rank update (alpha / rank) (x · A) · B when `target` is one of lora's targets.
+def _adapted(module: nn.Module, target: str, x, w, axes: tuple, contract: int, dense, adapt) -> jnp.ndarray:
+    """x · w, plus LoRA's low-rank update (alpha / rank) (x · A) · B when `target` is one of LoRA's targets.
 
     w: [*in, *out] with logical axes `axes`; A: [*in, rank] (random), B: [rank, *out] (zero): a new adapter leaves
     the model as it was."""
     y = dense(x, w, contract)
-    if lora is None or target not in lora.targets:
+    if adapt is None or target not in adapt.targets:
         return y
     in_shape, out_shape = w.shape[:contract], w.shape[contract:]
     fan_in = math.prod(in_shape)
-    a = _param(module, f"lora_a_{target}", (*in_shape, lora.lora_rank), (*axes[:contract], None),
+    a = _param(module, f"lora_a_{target}", (*in_shape, adapt.lora_rank), (*axes[:contract], None),
                nn.initializers.normal(stddev=fan_in ** -0.5))
-    b = _param(module, f"lora_b_{target}", (lora.lora_rank, *out_shape), (None, *axes[contract:]),
+    b = _param(module, f"lora_b_{target}", (adapt.lora_rank, *out_shape), (None, *axes[contract:]),
                nn.initializers.zeros)
-    h = nn.Dropout(lora.lora_dropout, deterministic=module.deterministic)(x) if lora.lora_dropout else x
+    h = nn.Dropout(adapt.lora_dropout, deterministic=module.deterministic)(x) if adapt.lora_dropout else x
     low = dense(dense(h, a.astype(x.dtype), contract), b.astype(x.dtype))  # [..., *out] through [..., rank]
-    return y + (lora.lora_alpha / lora.lora_rank) * low
+    return y + (adapt.lora_alpha / adapt.lora_rank) * low
+
+
+class Adapter(nn.Module):
+    """Bottleneck gelu(h W_down + b_down) W_up + b_up [..., d_model] (ADAPT-4); W_up and b_up start at zero, so a new
+    adapter adds nothing. Serial (Houlsby) adds it to the sublayer's output, parallel (He et al.) to its input."""
+
+    cfg: ModelConfig
+    size: int
+
+    @nn.compact
+    def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+        d, dense = self.cfg.d_model, kernels(self.cfg).dense
+        w_down = _param(self, "w_down", (d, self.size), ("embed", None), nn.initializers.normal(stddev=d ** -0.5))
+        b_down = _param(self, "b_down", (self.size,), (None,), nn.initializers.zeros)
+        w_up = _param(self, "w_up", (self.size, d), (None, "embed"), nn.initializers.zeros)
+        b_up = _param(self, "b_up", (d,), ("embed",), nn.initializers.zeros)
+        z = kernels(self.cfg).gelu(dense(h, w_down.astype(h.dtype)) + b_down.astype(h.dtype))  # [..., size]
+        return dense(z, w_up.astype(h.dtype)) + b_up.astype(h.dtype)
+
+
+def _with_adapter(module: nn.Module, place: str, sublayer, h: jnp.ndarray):
+    """sublayer(h), with the block's adapter for `place` (attn, mlp) after it (serial) or beside it (parallel)."""
+    adapt = module.adapt
+    if adapt is None or place not in adapt.places:
+        return sublayer(h)
+    adapter = Adapter(module.cfg, adapt.adapter_size, name=f"adapter_{place}")
+    out = sublayer(h)
+    y, rest = out if isinstance(out, tuple) else (out, None)
+    if adapt.method == "adapter_serial":
+        y = y + adapter(y)
+    else:
+        y = y + adapt.adapter_scale * adapter(h)
+    return (y, rest) if isinstance(out, tuple) else y
 
 
 class Norm(nn.Module):
@@ -107,7 +140,7 @@ class Attention(nn.Module):
     """
 
     cfg: ModelConfig
-    lora: Any = None  # research.config.AdaptConfig with method lora, or None
+    adapt: Any = None  # research.config.AdaptConfig of an adapted model (LoRA on its targets), or None
     deterministic: bool = True
 
     @nn.compact
@@ -115,7 +148,7 @@ class Attention(nn.Module):
         cfg, dtype, dense = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg).dense
 
         def project(target, x, w, axes, contract=1):
-            return _adapted(self, target, x, w.astype(dtype), axes, contract, dense, self.lora)
+            return _adapted(self, target, x, w.astype(dtype), axes, contract, dense, self.adapt)
 
         d, h, kv, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         wq = _param(self, "wq", (d, h, hd), ("embed", "heads", "head_dim"), _matrix_init(cfg))
@@ -148,7 +181,7 @@ class MLP(nn.Module):
     """Position-wise feed-forward: W_out act(W_in x), or W_out (act(W_gate x) * W_in x) for GeGLU / SwiGLU."""
 
     cfg: ModelConfig
-    lora: Any = None  # research.config.AdaptConfig with method lora, or None
+    adapt: Any = None  # research.config.AdaptConfig of an adapted model (LoRA on its targets), or None
     deterministic: bool = True
 
     @nn.compact
@@ -156,7 +189,7 @@ class MLP(nn.Module):
         cfg, dtype, ops = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg)
 
         def project(target, x, w, axes):
-            return _adapted(self, target, x, w.astype(dtype), axes, 1, ops.dense, self.lora)
+            return _adapted(self, target, x, w.astype(dtype), axes, 1, ops.dense, self.adapt)
 
         d, f = cfg.d_model, cfg.d_ff
         w_in = _param(self, "w_in", (d, f), ("embed", "mlp"), _matrix_init(cfg))
@@ -185,31 +218,37 @@ class Block(nn.Module):
 
     cfg: ModelConfig
     deterministic: bool = True
-    lora: Any = None  # research.config.AdaptConfig with method lora, or None
+    adapt: Any = None  # research.config.AdaptConfig of an adapted model (LoRA, adapters), or None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv=None, slots=None):
         """(x, None); with a KV cache (see Attention), (x, this layer's updated (k, v))."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
-        attn = Attention(cfg, self.lora, self.deterministic, name="attn")
-        mlp = MLP(cfg, self.lora, self.deterministic, name="mlp")
+        attn = Attention(cfg, self.adapt, self.deterministic, name="attn")
+        mlp = MLP(cfg, self.adapt, self.deterministic, name="mlp")
         attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
 
         def attention(h):
             out = attn(h, positions, kv, slots)
             return (out, None) if kv is None else out
 
+        def attention_block(h):  # (y, kv), with the adapter on y
+            return _with_adapter(self, "attn", attention, h)
+
+        def mlp_block(h):
+            return _with_adapter(self, "mlp", mlp, h)
+
         if cfg.norm_placement == "pre":
-            a, kv = attention(attn_norm(x))
+            a, kv = attention_block(attn_norm(x))
             x = x + drop(a)
             x = checkpoint_name(_constrain(x, ("act_batch", "act_seq", "act_embed")), "attn_residual")
-            x = x + drop(mlp(mlp_norm(x)))
+            x = x + drop(mlp_block(mlp_norm(x)))
         else:
-            a, kv = attention(x)
+            a, kv = attention_block(x)
             x = attn_norm(x + drop(a))
             x = checkpoint_name(_constrain(x, ("act_batch", "act_seq", "act_embed")), "attn_residual")
-            x = mlp_norm(x + drop(mlp(x)))
+            x = mlp_norm(x + drop(mlp_block(x)))
         return _constrain(x, ("act_batch", "act_seq", "act_embed")), kv
 
 
@@ -220,7 +259,7 @@ REMAT_POLICIES = {
 
 
 def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", cached: bool = False,
-                   lora=None) -> nn.Module:
+                   adapt=None) -> nn.Module:
     """`n_layers` blocks as one scanned module; parameters get a leading `layers` axis.
 
     cached: called as (x, positions, (k, v) [layers, ...] scanned per layer, slots broadcast) -> (x, updated (k, v)).
@@ -236,7 +275,7 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", 
         length=cfg.n_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    return scanned(cfg, deterministic, lora, name=name)
+    return scanned(cfg, deterministic, adapt, name=name)
 
 
 class Transformer(nn.Module):
@@ -246,7 +285,7 @@ class Transformer(nn.Module):
     # None: the plain scanned stack. Else an object whose run_blocks(module, x, positions, deterministic) runs the
     # stack's own parameters another way (research.parallel.pipeline.Pipeline): the model itself has no pipeline code
     pipeline: Any = None
-    lora: Any = None  # research.config.AdaptConfig with method lora: low-rank updates on its target projections
+    adapt: Any = None  # research.config.AdaptConfig of an adapted model (adapt.method other than full), or None
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
@@ -270,11 +309,11 @@ class Transformer(nn.Module):
         if cache is not None:
             slot_positions = jax.lax.dynamic_update_slice_in_dim(
                 cache.positions, positions.astype(jnp.int32), cache.index, axis=1)  # [batch, max_len]
-            x, (k, v) = stacked_blocks(cfg, deterministic, cached=True, lora=self.lora)(
+            x, (k, v) = stacked_blocks(cfg, deterministic, cached=True, adapt=self.adapt)(
                 x, positions, (cache.k, cache.v), (slot_positions, cache.index))
             cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
         elif self.pipeline is None or self.is_initializing():
-            x, _ = stacked_blocks(cfg, deterministic, lora=self.lora)(x, positions)
+            x, _ = stacked_blocks(cfg, deterministic, adapt=self.adapt)(x, positions)
         else:
             x = self.pipeline.run_blocks(self, x, positions, deterministic)
         if cfg.norm_placement == "pre":

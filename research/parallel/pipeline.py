@@ -69,12 +69,12 @@ class Pipeline:
         (the parameter tree does not depend on the layout). Dropout keys: fold_in(fold_in(key, layer), micro)."""
         cfg = module.cfg
         params = nn.meta.unbox(module.variables["params"]["blocks"])
-        dropout = cfg.dropout or (module.lora is not None and module.lora.lora_dropout)
+        dropout = cfg.dropout or (module.adapt is not None and bool(module.adapt.targets) and module.adapt.lora_dropout)
         base = None if deterministic or not dropout else module.make_rng("dropout")
 
         def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
             rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
-            return Block(cfg, deterministic, module.lora, parent=None).apply({"params": p}, h, positions,
+            return Block(cfg, deterministic, module.adapt, parent=None).apply({"params": p}, h, positions,
                                                                          rngs=rngs)[0]
 
         if cfg.remat != "none":
@@ -168,7 +168,7 @@ def pipeline_for(config: RunConfig) -> Pipeline | None:
 
 
 def model_for(config: RunConfig):
-    """The Transformer for this run: the plain scanned stack, or the same parameters run as a pipeline; with
-    adapt.method=lora, with LoRA's low-rank updates on its target projections."""
-    lora = config.adapt if config.adapt.method == "lora" else None
-    return Transformer(config.model, pipeline=pipeline_for(config), lora=lora)
+    """The Transformer for this run: the plain scanned stack, or the same parameters run as a pipeline; adapted
+    (LoRA, adapters) when adapt.method is not full."""
+    adapt = config.adapt if config.adapt.method != "full" else None
+    return Transformer(config.model, pipeline=pipeline_for(config), adapt=adapt)

@@ -29,7 +29,7 @@ from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, trainable_mask
-from research.train.setup import base_params, setup
+from research.train.setup import base_params, setup, stored, with_base
 from research.train.signals import StopSignals
 from research.train.step import call_inputs, steps_per_call
 
@@ -91,10 +91,11 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     try:
         previous = {"wall_time_s": 0.0, "train_time_s": 0.0}
         had_checkpoints = bool(checkpoints.steps())
-        restored = checkpoints.restore_latest(abstract, fingerprint)
+        restored = checkpoints.restore_latest(stored(config, abstract), fingerprint)
         meta = {}
         if restored is not None:
             _, state, meta = restored
+            state = with_base(config, run_setup, devices, state, meta)
             previous.update({k: meta.get(k, 0.0) for k in previous})
         else:
             if had_checkpoints:
@@ -226,7 +227,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
             stopping = signals.received is not None or (stop_after_steps is not None and step >= stop_after_steps)
             if step % config.train.checkpoint_every == 0 or is_last or stopping:
                 fence()
-                checkpoints.save(step, state, checkpoint_meta(step, pending))
+                checkpoints.save(step, stored(config, state), checkpoint_meta(step, pending))
             if stopping and not (is_last and pending is None):
                 status = "interrupted"
                 break
@@ -247,7 +248,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     summary = RunSummary(
         run_id=config.run_id(), config_hash=hashlib.sha256(config.to_json(None).encode()).hexdigest(),
         status=status, step=step, steps=total, epochs=tokens / max(data.num_train_tokens, 1),
-        **run_flops(config.model, seq_len, tokens),
+        **run_flops(config.model, seq_len, tokens, config.adapt),
         final_train_loss=last_loss, final_eval_loss=last_eval,
         wall_time_s=previous["wall_time_s"] + time.perf_counter() - started,
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,

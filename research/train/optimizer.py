@@ -63,15 +63,16 @@ def weight_decay_mask(cfg: OptimConfig, params):
 
 
 def trainable_mask(adapt: AdaptConfig, params):
-    """True for the leaves that train: every one (adapt.method=full), or only LoRA's A and B (lora)."""
+    """True for the leaves that train: every one (adapt.method=full), or only those the method adds."""
     if adapt.method == "full":
         return jax.tree.map(lambda _: True, params)
     return jax.tree_util.tree_map_with_path(lambda path, _: is_adapter(path), params)
 
 
 def is_adapter(path) -> bool:
-    """A leaf an adaptation method adds (LoRA's A and B): trained, and never part of a base model."""
-    return _leaf_name(path).startswith("lora_")
+    """A leaf an adaptation method adds (LoRA's A and B, an adapter's weights): trained, never part of a base."""
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return bool(keys) and (keys[-1].startswith("lora_") or any(str(k).startswith("adapter_") for k in keys))
 
 
 def _leaf_name(path) -> str:

@@ -66,7 +66,7 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
     config = RunConfig.read(workdir / "config.json")
     devices = jax.devices()[:1] if devices is None else devices
     config = dataclasses.replace(config, parallel=parallel or ParallelConfig())
-    abstract = setup(config, devices).abstract
+    run_setup = setup(config, devices)
     checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
     available = checkpoints.steps()
     if not available:
@@ -80,21 +80,21 @@ def restore_state(workdir: str | Path, step: int | None = None, devices: list | 
             raise ConfigError(f"{workdir}/checkpoints holds no checkpoint that verifies. Fix: train the run again.")
     elif step not in available:
         raise ConfigError(f"step={step}: no checkpoint at that step in {workdir}. Fix: use one of {sorted(available)}.")
-    state, meta = checkpoints.restore(step, abstract, fingerprint=None)
+    state, meta = checkpoints.restore(step, stored(config, run_setup.abstract), fingerprint=None)
     checkpoints.close()
-    return state, meta, config
+    return with_base(config, run_setup, devices, state, meta), meta, config
 
 
-def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial):
-    """(params, identity) a fine-tune starts from: the base run's (`config.init.from_run`) checkpointed weights in
-    this run's shardings, with the adapters that `initial` holds (LoRA's A and B) kept as initialised; and
-    {"run", "step", "params_hash"} of the base to record. A base whose weights have other shapes is refused,
-    naming the first that differs."""
+def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial, step: int | None = None):
+    """(params, identity) a fine-tune starts from: the base run's (`config.init.from_run`) checkpointed weights
+    (at `step`, default init.step or its newest) in this run's shardings, with the adapters that `initial` holds
+    (LoRA's A and B, adapters' weights) kept; and {"run", "step", "params_hash"} of the base to record. A base whose
+    weights have other shapes is refused, naming the first that differs."""
     base_dir = Path(config.init.from_run)
     if not (base_dir / "config.json").is_file():
         raise ConfigError(f"init.from_run={config.init.from_run!r}: no config.json there. Fix: point at a trained "
                           "run's directory, or one `python -m research.interop import` wrote.")
-    state, meta, _ = restore_state(base_dir, config.init.step, devices, config.parallel)
+    state, meta, _ = restore_state(base_dir, config.init.step if step is None else step, devices, config.parallel)
     theirs = dict(jax.tree_util.tree_flatten_with_path(state.params)[0])
     leaves, treedef = jax.tree_util.tree_flatten_with_path(initial)
     fix = (f"Fix: give this run the base's model config (--config {base_dir} --set ...), or another base.")
@@ -119,3 +119,37 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial):
         if not is_adapter(path):
             digest.update(np.asarray(jax.device_get(leaf)).tobytes())
     return params, {"run": str(base_dir.absolute()), "step": meta["step"], "params_hash": digest.hexdigest()}
+
+
+def stores_base_separately(config: RunConfig) -> bool:
+    """A parameter-efficient fine-tune of a base run checkpoints only what trains (and its optimiser state): the
+    frozen weights are read back from init.from_run, at the recorded step and checked against the recorded hash."""
+    return config.adapt.method != "full" and config.init.from_run is not None
+
+
+def stored(config: RunConfig, state):
+    """What a checkpoint of this run holds: `state` (arrays or abstract shapes), with the frozen base weights left
+    out (optax.MaskedNode, as the optimiser state leaves them out) when stores_base_separately(config)."""
+    if not stores_base_separately(config):
+        return state
+    return state.replace(params=jax.tree_util.tree_map_with_path(
+        lambda path, p: p if is_adapter(path) else optax.MaskedNode(), state.params))
+
+
+def with_base(config: RunConfig, run_setup: RunSetup, devices: list, state, meta: dict):
+    """A restored checkpoint's state made whole: the frozen weights from the base step it recorded; a base whose
+    weights no longer hash to the recorded value (retrained, replaced) is refused."""
+    if not stores_base_separately(config):
+        return state
+    recorded = meta.get("base") or {}
+    adapters = dict(jax.tree_util.tree_flatten_with_path(state.params)[0])
+    initial = jax.tree_util.tree_map_with_path(lambda path, a: adapters[path] if is_adapter(path) else a,
+                                               run_setup.abstract.params)
+    params, base = base_params(config, run_setup, devices, initial, step=recorded.get("step"))
+    if base["params_hash"] != recorded.get("params_hash"):
+        raise ConfigError(
+            f"init.from_run={config.init.from_run!r}: the base's weights at step {base['step']} hash to "
+            f"{base['params_hash']}, but this run was trained on {recorded.get('params_hash')} (its checkpoints hold "
+            "only the trained adapters). Fix: restore the original base run at that path, or start the fine-tune "
+            "again in a new workdir.")
+    return state.replace(params=params)

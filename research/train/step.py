@@ -106,7 +106,7 @@ def steps_per_call(config: RunConfig) -> int:
     1 for models whose single step already dwarfs the per-call overhead."""
     if config.train.steps_per_call is not None:
         return config.train.steps_per_call
-    step_flops = train_flops_per_token(config.model, config.data.seq_len) * config.tokens_per_step
+    step_flops = train_flops_per_token(config.model, config.data.seq_len, config.adapt) * config.tokens_per_step
     return max(1, min(MAX_STEPS_PER_CALL, int(FLOPS_PER_CALL // step_flops)))
 
 

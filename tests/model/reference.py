@@ -157,8 +157,24 @@ def attention(x, p: dict, cfg, positions=None):
 
 
 # ---------------------------------------------------------------------------------------------------- model
-def transformer(params: dict, cfg, tokens: np.ndarray) -> np.ndarray:
-    """Logits [B, T, vocab] from the model's (unboxed) params dict; blocks are stored with a leading layer axis."""
+def adapter(h, p: dict):
+    """Houlsby's bottleneck without its residual: gelu(h W_down + b_down) W_up + b_up."""
+    return gelu_tanh(h @ p["w_down"] + p["b_down"]) @ p["w_up"] + p["b_up"]
+
+
+def adapted(place: str, sublayer, h, blk: dict, adapt):
+    """sublayer(h), with the adapter for `place` after it (serial) or beside it (parallel), per `adapt`."""
+    y = sublayer(h)
+    if adapt is None or place not in adapt.places:
+        return y
+    if adapt.method == "adapter_serial":
+        return y + adapter(y, blk[f"adapter_{place}"])
+    return y + adapt.adapter_scale * adapter(h, blk[f"adapter_{place}"])
+
+
+def transformer(params: dict, cfg, tokens: np.ndarray, adapt=None) -> np.ndarray:
+    """Logits [B, T, vocab] from the model's (unboxed) params dict; blocks are stored with a leading layer axis.
+    `adapt`: an AdaptConfig with adapters (serial or parallel), whose weights the blocks hold."""
     p = _to_float64(params)
     positions = np.arange(tokens.shape[1])
     x = p["embedding"][tokens]
@@ -168,12 +184,19 @@ def transformer(params: dict, cfg, tokens: np.ndarray) -> np.ndarray:
         x = x * np.sqrt(cfg.d_model) + sinusoidal(positions, cfg.d_model)
     for layer in range(cfg.n_layers):
         blk = _index(p["blocks"], layer)
+
+        def attn(h, blk=blk):
+            return adapted("attn", lambda h: attention(h, blk["attn"], cfg, positions), h, blk, adapt)
+
+        def ffn(h, blk=blk):
+            return adapted("mlp", lambda h: mlp(h, blk["mlp"], cfg.activation), h, blk, adapt)
+
         if cfg.norm_placement == "pre":
-            x = x + attention(norm(x, blk["attn_norm"], cfg), blk["attn"], cfg, positions)
-            x = x + mlp(norm(x, blk["mlp_norm"], cfg), blk["mlp"], cfg.activation)
+            x = x + attn(norm(x, blk["attn_norm"], cfg))
+            x = x + ffn(norm(x, blk["mlp_norm"], cfg))
         else:
-            x = norm(x + attention(x, blk["attn"], cfg, positions), blk["attn_norm"], cfg)
-            x = norm(x + mlp(x, blk["mlp"], cfg.activation), blk["mlp_norm"], cfg)
+            x = norm(x + attn(x), blk["attn_norm"], cfg)
+            x = norm(x + ffn(x), blk["mlp_norm"], cfg)
     if cfg.norm_placement == "pre":
         x = norm(x, p["final_norm"], cfg)
     head = p["embedding"].T if cfg.tie_embeddings else p["lm_head"]

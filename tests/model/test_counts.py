@@ -9,8 +9,15 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from research.config import ModelConfig
-from research.model.flops import count_params, flops_6nd, mfu_flops_per_token, run_flops, train_flops_per_token
+from research.config import AdaptConfig, ModelConfig
+from research.model.flops import (
+    adapter_matrix_entries,
+    count_params,
+    flops_6nd,
+    mfu_flops_per_token,
+    run_flops,
+    train_flops_per_token,
+)
 from research.model.transformer import Transformer
 from research.presets import PUBLISHED, PUBLISHED_PARAMS
 
@@ -109,3 +116,18 @@ def test_flops_6nd_and_run_summary():
     assert summary["params"] == n and summary["params_non_embedding"] == 74048
     assert summary["flops"] == (541824 + 49152) * tokens
     assert summary["flops_6nd"] == 6 * n * tokens
+
+
+@pytest.mark.parametrize("adapt,added", [
+    # LoRA r=2: q 2*(64+64) = 256, v 2*(64+32) = 192, gate 2*(64+128) = 384 -> 832 per layer, two layers
+    (AdaptConfig(method="lora", lora_rank=2, lora_targets="q,v,mlp_gate"), 1664),
+    # adapters of width 8 after attention and MLP: 2 places * (W_down 64*8 + W_up 8*64) = 2048 per layer
+    (AdaptConfig(method="adapter_serial", adapter_size=8), 4096),
+])
+def test_adapted_training_counts_frozen_weights_at_4_flops_and_added_ones_at_6(adapt, added):
+    model = abstract_params(Transformer(FLOPS_CFG, adapt=adapt), TOKENS)
+    matrices = [x for path, x in jax.tree_util.tree_leaves_with_path(model)
+                if path[-1].key.startswith(("lora_", "w_down", "w_up"))]
+    assert sum(x.size for x in matrices) == added == adapter_matrix_entries(FLOPS_CFG, adapt)  # the model agrees
+    assert train_flops_per_token(FLOPS_CFG, 32, adapt) == 4 * 90304 + 6 * added + 49152
+    assert train_flops_per_token(FLOPS_CFG, 32, AdaptConfig()) == 541824 + 49152  # full fine-tuning: all 6

@@ -21,6 +21,8 @@ from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
 from research.train.step import compile_train_step, token_losses
 
+pytestmark = pytest.mark.usefixtures("fast_cpu_compile")  # in-process comparisons only
+
 LAYOUTS = {
     "dp8": ParallelConfig(data=8),
     "fsdp8": ParallelConfig(data=1, fsdp=8),
@@ -91,21 +93,33 @@ def test_layout_matches_single_device(layout, single_device):
     assert_matches_single_device(_train(_config(LAYOUTS[layout]), jax.devices()[:8]), single_device)
 
 
-LORA = ("adapt.method=lora", "adapt.lora_rank=4", "adapt.lora_targets=q,k,v,o,mlp_in,mlp_out")
+ADAPTED = {"lora": ("adapt.method=lora", "adapt.lora_rank=4", "adapt.lora_targets=q,k,v,o,mlp_in,mlp_out"),
+           "adapter_serial": ("adapt.method=adapter_serial", "adapt.adapter_size=4"),
+           "adapter_parallel": ("adapt.method=adapter_parallel", "adapt.adapter_size=4", "adapt.adapter_scale=2")}
 
 
 @pytest.fixture(scope="module")
-def single_device_lora():
-    return _train(_config(ParallelConfig()).override(*LORA), jax.devices()[:1])
+def single_device_adapted():
+    """The one-device reference of each adaptation method, trained once per module on first use."""
+    cache = {}
+
+    def get(method):
+        if method not in cache:
+            cache[method] = _train(_config(ParallelConfig()).override(*ADAPTED[method]), jax.devices()[:1])
+        return cache[method]
+    return get
 
 
 @needs_8
-@pytest.mark.parametrize("layout", ["fsdp8", "tp2_fsdp4", "pp2_dp4"])
-def test_lora_under_every_kind_of_layout_matches_single_device(layout, single_device_lora):
-    """LoRA's A and B shard by the same logical axes as the weights they adapt; the frozen base takes no update."""
+@pytest.mark.parametrize("method,layout", [("lora", "tp2_fsdp4"), ("lora", "pp2_dp4"),
+                                           ("adapter_serial", "tp2_fsdp4"), ("adapter_serial", "pp2_dp4"),
+                                           ("adapter_parallel", "tp2_fsdp4")])
+def test_adapted_models_under_every_kind_of_layout_match_single_device(method, layout, single_device_adapted):
+    """LoRA's A and B and the adapters' weights shard by the logical axes they carry; the frozen base takes no
+    update."""
     parallel = LAYOUTS.get(layout) or ParallelConfig(data=4, pipeline=2, microbatches=2)
-    single = single_device_lora
-    losses, norms, grads, state = _train(_config(parallel).override(*LORA), jax.devices()[:8])
+    single = single_device_adapted(method)
+    losses, norms, grads, state = _train(_config(parallel).override(*ADAPTED[method]), jax.devices()[:8])
     np.testing.assert_allclose(losses, single[0], rtol=1e-5)
     np.testing.assert_allclose(norms, single[1], rtol=1e-5)
     for ours, ref in ((grads, single[2]), (state.params, single[3].params)):  # fp32, to 1e-5 of each leaf's scale
