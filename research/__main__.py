@@ -7,7 +7,7 @@
   decode-bench  decode speed with and without the KV cache   = python -m research.infer.bench
   plan          will a layout fit device memory?             = python -m research.train.plan
   audit         every parameter's sharding and bytes         = python -m research.parallel.audit
-  hf            Hugging Face import and export               = python -m research.interop
+  hf            Hugging Face import/export, LoRA merge        = python -m research.interop
   data          tokenise a source and print its sizes        = python -m research.data
 
 Many runs: python -m sweeps; named experiments: python -m experiments; scaling laws: python -m analysis.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,9 +55,12 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
 
 @pytest.mark.slow
 def test_user_errors_are_one_line_with_a_fix_and_exit_2(tmp_path):
+    cases = _cases(tmp_path)
+    with ThreadPoolExecutor(2) as pool:  # two at a time: each is mostly a single-threaded Python start-up
+        results = dict(zip(cases, pool.map(lambda command: _cli(tmp_path, *command), (c for c, _ in cases.values()))))
     failures = {}
-    for name, (command, phrase) in _cases(tmp_path).items():
-        r = _cli(tmp_path, *command)
+    for name, (_, phrase) in cases.items():
+        r = results[name]
         ok = (r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "Fix:" in r.stderr
               and phrase in r.stderr and "Traceback" not in r.stderr)
         if not ok:

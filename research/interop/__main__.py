@@ -1,5 +1,6 @@
-"""CLI: `python -m research.interop import HF_DIR --out RUN_DIR [--set k=v ...]` and
-`python -m research.interop export --workdir RUN [--step N] --out HF_DIR [--arch llama|gpt2]`."""
+"""CLI: `python -m research.interop import HF_DIR --out RUN_DIR [--set k=v ...]`,
+`python -m research.interop export --workdir RUN [--step N] --out HF_DIR [--arch llama|gpt2]` and
+`python -m research.interop merge --workdir LORA_RUN [--step N] --out RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     exp.add_argument("--out", required=True, help="the HF checkpoint directory to write")
     exp.add_argument("--arch", choices=["llama", "gpt2"], default=None,
                      help="default: gpt2 for learned positions, llama otherwise")
+    merge = sub.add_parser("merge", help="a LoRA fine-tune -> a plain run directory with the updates in the weights")
+    merge.add_argument("--workdir", required=True, help="the LoRA run directory")
+    merge.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    merge.add_argument("--out", required=True, help="the new run directory")
     args = add_debug_flag(parser).parse_args(argv)
     if args.command == "import":
         from research.interop.rundir import import_run  # JAX and the [hf] extra: after --help
@@ -35,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"  tokenizer: {note}")
         print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
+    elif args.command == "merge":
+        from research.interop.rundir import merge_run  # JAX: after --help
+
+        config = merge_run(args.workdir, args.out, args.step)
+        print(f"merged {args.workdir} -> {args.out} (a plain model, {config.model.n_layers} layers): generate, score, "
+              f"export or fine-tune it like any run")
     else:
         from research.interop.convert import export_hf  # JAX and the [hf] extra: after --help
 

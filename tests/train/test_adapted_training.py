@@ -7,10 +7,12 @@ import shutil
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from research.config import ConfigError
 from research.infer import load_run
+from research.interop.rundir import merge_run
 from research.model import Transformer
 from research.train import run
 from research.train.setup import restore_state
@@ -80,20 +82,47 @@ def test_parallel_adapters_train_alone_beside_a_frozen_base(small_corpus, base, 
 
 
 
-def _checkpoint_bytes(workdir) -> int:
+def _stored_leaves(workdir) -> dict[str, tuple]:
+    """path -> shape of every array the newest checkpoint's train state holds on disk (orbax's metadata)."""
     step = max((p for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return sum(f.stat().st_size for f in step.rglob("*") if f.is_file())
+    tree = ocp.StandardCheckpointer().metadata(step / "state").item_metadata
+    return {jax.tree_util.keystr(p): tuple(leaf.shape) for p, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def test_lora_checkpoints_hold_the_adapters_and_resume_exactly_from_the_base(small_corpus, base, tmp_path):
+@pytest.fixture(scope="module")
+def lora_run(small_corpus, base, tmp_path_factory):
+    """(config, summary, workdir) of an uninterrupted 8-step LoRA fine-tune of `base`."""
     config = tiny_run(small_corpus, steps=8).override(f"init.from_run={base}", *LORA)
-    whole = run(config, tmp_path / "whole", progress=False)
-    run(config, tmp_path / "split", progress=False, stop_after_steps=3)
-    split = run(config, tmp_path / "split", progress=False)  # resumes at 4: adapters restored, base re-read
+    workdir = tmp_path_factory.mktemp("lora")
+    return config, run(config, workdir, progress=False), workdir
+
+
+def test_lora_checkpoints_hold_the_adapters_and_resume_exactly_from_the_base(lora_run, tmp_path):
+    config, whole, workdir = lora_run
+    run(config, tmp_path, progress=False, stop_after_steps=3)
+    split = run(config, tmp_path, progress=False)  # resumes at 4: adapters restored, base re-read
     assert split.final_eval_loss == whole.final_eval_loss
-    assert_trees_bitwise_equal(final_params(tmp_path / "split"), final_params(tmp_path / "whole"))
-    # the base weights and their Adam-less state are not in the fine-tune's checkpoints
-    assert _checkpoint_bytes(tmp_path / "whole") < _checkpoint_bytes(base) / 5
+    assert_trees_bitwise_equal(final_params(tmp_path), final_params(workdir))
+    stored = _stored_leaves(workdir)  # on disk: the adapters, their Adam moments and counters; no base weight
+    assert {k for k in stored if k.startswith("['params']")} == {
+        f"['params']['blocks']['{m}']['lora_{ab}_{t}']" for m, t in (("attn", "q"), ("attn", "v"), ("mlp", "mlp_in"))
+        for ab in "ab"}
+    assert all("lora_" in k or shape == () for k, shape in stored.items())
+
+
+def test_merge_writes_a_plain_run_with_the_adapted_function(base, lora_run, tmp_path):
+    config, _, workdir = lora_run
+    merged = merge_run(workdir, tmp_path / "merged")
+    assert merged.adapt.method == "full" and merged.init.from_run is None and merged.model == config.model
+    state, _, _ = restore_state(workdir)
+    plain, _, _ = restore_state(tmp_path / "merged")
+    assert not any("lora_" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(plain.params))
+    toks = (np.arange(16, dtype=np.int32).reshape(2, 8) * 5) % 50
+    want = np.asarray(Transformer(config.model, adapt=config.adapt).apply({"params": state.params}, toks))
+    got = np.asarray(Transformer(merged.model).apply({"params": plain.params}, toks))
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(want).max(), rtol=0)
+    with pytest.raises(ConfigError, match="only LoRA updates fold"):
+        merge_run(base, tmp_path / "not-lora")
 
 
 def test_a_fine_tune_refuses_a_base_whose_weights_changed(small_corpus, base, tmp_path):

@@ -62,19 +62,31 @@ def test_multi_step_call_equals_single_steps():
     assert int(state.step) == 3
 
 
+def _outcome(config, workdir, devices: int):
+    """(summary, host state, metrics records) of `config` trained in `workdir` on the first `devices` devices."""
+    summary = run(config.override(f"parallel.data={devices}"), workdir, devices=jax.devices()[:devices],
+                  progress=False)
+    state, _, _ = restore_state(workdir)
+    return summary, _host(state), [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single_step_reference(small_corpus, tmp_path_factory):
+    """One step per call on every device: the reference of the 8-device and the SIGKILL cases."""
+    config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=1)
+    return _outcome(config, tmp_path_factory.mktemp("k1"), jax.device_count())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, pytest.param(8, marks=needs_8)])
-def test_runs_with_steps_per_call_are_bitwise_equal(small_corpus, tmp_path, devices):
+def test_runs_with_steps_per_call_are_bitwise_equal(small_corpus, tmp_path, devices, single_step_reference):
     """Dropout on (keys depend on the step): parameters, optimizer state and every logged loss are bitwise equal."""
-    outcomes = []
-    for k in (1, 5):
-        config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=k).override(f"parallel.data={devices}")
-        workdir = tmp_path / f"k{k}"
-        summary = run(config, workdir, devices=jax.devices()[:devices], progress=False)
-        state, _, _ = restore_state(workdir)
-        records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-        outcomes.append((summary, _host(state), records))
-    (s1, state1, log1), (s5, state5, log5) = outcomes
+    config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=1)
+    if devices == jax.device_count():
+        s1, state1, log1 = single_step_reference
+    else:
+        s1, state1, log1 = _outcome(config, tmp_path / "k1", devices)
+    s5, state5, log5 = _outcome(config.override("train.steps_per_call=5"), tmp_path / "k5", devices)
     assert s1.run_id == s5.run_id  # an execution choice, like the layout: not part of the run id
     assert_trees_bitwise_equal(state5, state1)
     assert [(r["step"], r.get("loss"), r.get("eval_loss")) for r in log5] == \
@@ -92,19 +104,10 @@ def test_default_steps_per_call_follows_step_cost():
     assert steps_per_call(big.override("train.steps_per_call=3")) == 3
 
 
-@pytest.fixture(scope="module")
-def single_step_reference(small_corpus, tmp_path_factory):
-    config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=1)
-    workdir = tmp_path_factory.mktemp("k1")
-    summary = run(config, workdir, progress=False)
-    state, _, _ = restore_state(workdir)
-    return _host(state.params), summary
-
-
 @pytest.mark.slow
 def test_sigkill_resume_with_steps_per_call_is_bitwise(small_corpus, tmp_path, single_step_reference, seed=0):
     """Killed mid-run (SIGKILL) with 4 steps per call, then resumed: bitwise the one-step-per-call run."""
-    ref_params, ref_summary = single_step_reference
+    ref_summary, ref_state, _ = single_step_reference
     config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=4)
     config_path = tmp_path / "config.json"
     config_path.write_text(config.to_json())
@@ -118,5 +121,5 @@ def test_sigkill_resume_with_steps_per_call_is_bitwise(small_corpus, tmp_path, s
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["step"] == config.num_steps
     state, _, _ = restore_state(workdir)
-    assert_trees_bitwise_equal(_host(state.params), ref_params)
+    assert_trees_bitwise_equal(_host(state.params), ref_state.params)
     assert summary["final_eval_loss"] == ref_summary.final_eval_loss
