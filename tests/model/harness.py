@@ -12,6 +12,7 @@ import numpy as np
 
 from research.config import ModelConfig
 from research.model.transformer import Transformer
+from research.train.compile_cache import FAST_COMPILE_OPTIONS
 
 VOCAB = 37
 SEQ = 12
@@ -59,7 +60,7 @@ def abstract_params(module: nn.Module, *args) -> dict:
 
 # Cheaper CPU code generation: compiling the tiny models dominates this suite's time, and these options cut it ~4x
 # without changing the program (same HLO; results agree with default compilation to float32 rounding).
-FAST_CPU_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+FAST_CPU_COMPILE = FAST_COMPILE_OPTIONS
 
 
 class fast_jit:  # noqa: N801 (used like jax.jit)

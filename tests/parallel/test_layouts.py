@@ -21,8 +21,6 @@ from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
 from research.train.step import compile_train_step, token_losses
 
-pytestmark = pytest.mark.usefixtures("fast_cpu_compile")  # in-process comparisons only
-
 LAYOUTS = {
     "dp8": ParallelConfig(data=8),
     "fsdp8": ParallelConfig(data=1, fsdp=8),

@@ -13,13 +13,10 @@ from research.config import ConfigError, DataConfig, ModelConfig, OptimConfig, P
 from research.model import Transformer
 from research.parallel import make_mesh
 from research.parallel.pipeline import Pipeline, model_for
-from research.train import compile_cache
 from research.train.optimizer import make_optimizer
 from research.train.state import init_state, state_shardings
-from tests.model.harness import FAST_CPU_COMPILE, fast_jit
+from tests.model.harness import fast_jit
 from tests.parallel.test_layouts import _bytes_per_device, _train, assert_matches_single_device, needs_8
-
-pytestmark = pytest.mark.usefixtures("fast_cpu_compile")  # in-process comparisons only
 
 PP_LAYOUTS = {
     "pp2_dp4_gpipe": ParallelConfig(data=4, pipeline=2, microbatches=2),
@@ -118,16 +115,7 @@ def test_model_for_builds_the_pipeline_the_config_asks_for():
 
 
 @pytest.fixture(scope="module")
-def fast_compile():
-    """Cheaper CPU code generation for these steps (same program; see tests/model/harness.py FAST_CPU_COMPILE)."""
-    mp = pytest.MonkeyPatch()
-    mp.setattr(compile_cache, "CPU_COMPILER_OPTIONS", compile_cache.CPU_COMPILER_OPTIONS | FAST_CPU_COMPILE)
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def single_device(fast_compile):
+def single_device():
     return _train(_config(ParallelConfig()), jax.devices()[:1])
 
 

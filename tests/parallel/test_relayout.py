@@ -13,7 +13,7 @@ from tests.train.helpers import final_params, tiny_run
 
 needs_8 = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices: run with "
                              "XLA_FLAGS=--xla_force_host_platform_device_count=8 (make test does)")
-pytestmark = [needs_8, pytest.mark.slow, pytest.mark.usefixtures("fast_cpu_compile")]  # in-process runs only
+pytestmark = [needs_8, pytest.mark.slow]
 
 
 def _config(source, parallel: ParallelConfig):

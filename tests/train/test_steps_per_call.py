@@ -25,6 +25,8 @@ from tests.parallel.test_layouts import needs_8
 from .helpers import assert_trees_bitwise_equal, tiny_run
 from .test_resume import _train_cmd, _wait_for_step
 
+pytestmark = pytest.mark.usefixtures("default_compile")  # the loop equals single steps as users compile them
+
 # calls end at log/eval/checkpoint steps: with steps_per_call=5 this run is split into calls of 5, 1, 5, 1, ...
 BOUNDARIES = {"log_every": 6, "checkpoint_every": 6, "eval_every": 12}
 
@@ -71,7 +73,7 @@ def _outcome(config, workdir, devices: int):
 
 
 @pytest.fixture(scope="module")
-def single_step_reference(small_corpus, tmp_path_factory):
+def single_step_reference(default_compile, small_corpus, tmp_path_factory):
     """One step per call on every device: the reference of the 8-device and the SIGKILL cases."""
     config = tiny_run(small_corpus, **BOUNDARIES, steps_per_call=1)
     return _outcome(config, tmp_path_factory.mktemp("k1"), jax.device_count())
