@@ -3,11 +3,17 @@ position encoding, MHA/GQA/MQA, sliding windows and a batch of prompts of differ
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from research.config import AdaptConfig
+from research.infer import InferenceModel
+from research.model import Transformer
 from tests.infer.common import full_logits, served
-from tests.model.harness import VOCAB, tiny
+from tests.model import harness
+from tests.model.harness import FAST_CPU_COMPILE, SEQ, VOCAB, abstract_params, fast_jit, tiny
 
 CONFIGS = {
     "rope-gqa": tiny(positions="rope", n_kv_heads=2),
@@ -24,8 +30,25 @@ STEPS = 6
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_cached_decoding_matches_full_recompute(name):
-    cfg = CONFIGS[name]
-    model, params, forward = served(cfg)
+    _assert_cached_decoding_matches(name, CONFIGS[name], *served(CONFIGS[name]))
+
+
+def test_cached_decoding_with_adapters_matches_full_recompute():
+    """Adapters sit after (serial) the attention that fills the cache: decoding keeps them at every step."""
+    cfg, adapt = tiny(positions="rope", n_kv_heads=2), AdaptConfig(method="adapter_serial", adapter_size=3)
+    params = dict(harness.model(cfg)[0])  # the randomised base
+    shapes = abstract_params(Transformer(cfg, adapt=adapt), jnp.zeros((1, SEQ), jnp.int32))["blocks"]
+    rng = np.random.default_rng(2)
+    params["blocks"] = {**params["blocks"], **{  # trained adapters: every leaf nonzero
+        place: {n: jnp.asarray(rng.normal(0, 0.3, leaf.shape), jnp.float32) for n, leaf in shapes[place].items()}
+        for place in ("adapter_attn", "adapter_mlp")}}
+    options = FAST_CPU_COMPILE if jax.default_backend() == "cpu" else None
+    served_model = InferenceModel.create(cfg, params, compiler_options=options, adapt=adapt)
+    forward = fast_jit(lambda p, t: Transformer(cfg, adapt=adapt).apply({"params": p}, t))
+    _assert_cached_decoding_matches("adapter_serial", cfg, served_model, params, forward)
+
+
+def _assert_cached_decoding_matches(name, cfg, model, params, forward):
     rng = np.random.default_rng(1)
     seqs = [rng.integers(0, VOCAB, n + STEPS).astype(np.int32) for n in PROMPT_LENGTHS]
     width = max(PROMPT_LENGTHS)
