@@ -42,23 +42,32 @@ def file_digest(path: Path, root: Path) -> str:
     memo = root / "filehash" / digest([str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     if memo.is_file() and memo.stat().st_mtime_ns - st.st_ctime_ns > 1_000_000_000:
         return memo.read_text()
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    value = h.hexdigest()
+    value = _blake2b(path)
     write_text_atomic(memo, value)
     return value
 
 
+def _blake2b(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+TOKEN_FILES = ("train.npy", "val.npy")
+
+
 def save_tokens(entry: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
-    """Write an entry as a temporary directory, then rename it into place; if another run won the race, keep theirs."""
+    """Write an entry as a temporary directory, then rename it into place; if another run won the race, keep theirs.
+    meta.json records each array file's content hash, which load_tokens checks."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     try:
         np.save(tmp / "train.npy", train)
         np.save(tmp / "val.npy", val)
+        meta = {**meta, "blake2b": {name: _blake2b(tmp / name) for name in TOKEN_FILES}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         try:
             os.rename(tmp, entry)
@@ -70,7 +79,8 @@ def save_tokens(entry: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> 
 
 
 def load_tokens(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    """(train, val, meta) memory-mapped, or None when the entry does not exist."""
+    """(train, val, meta) memory-mapped, or None when the entry does not exist. The files' content hashes must match
+    meta.json's (memoised like source files': a big cache is reread only after it changed)."""
     if not (entry / "meta.json").is_file():
         return None
     try:
@@ -83,4 +93,8 @@ def load_tokens(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
     if (len(train), len(val)) != (meta["num_train_tokens"], meta["num_val_tokens"]):
         raise DataError(f"the token cache {str(entry)!r} is damaged (sizes differ from meta.json). "
                         f"Fix: rm -rf '{entry}' and run again to rebuild it.")
+    for name, expected in meta.get("blake2b", {}).items():  # entries written before hashes were recorded: sizes only
+        if file_digest(entry / name, entry.parent.parent) != expected:
+            raise DataError(f"the token cache {str(entry)!r} is damaged ({name}'s content changed). "
+                            f"Fix: rm -rf '{entry}' and run again to rebuild it.")
     return train, val, meta

@@ -118,6 +118,17 @@ def test_cache_is_hit_the_second_time(cfg, cache, monkeypatch):
     assert other.fingerprint != first.fingerprint and other.num_train_tokens == first.num_train_tokens
 
 
+def test_a_token_cache_whose_content_changed_is_refused(cfg, cache):
+    load_data(cfg)
+    (entry,) = (cache / "tokens").iterdir()
+    path = entry / "train.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF  # one token's byte flipped: same size, same header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="train.npy's content changed.*Fix: rm -rf"):
+        load_data(cfg)
+
+
 def test_fingerprint_follows_the_data(cfg, corpus_dir):
     fp = load_data(cfg).fingerprint
     assert load_data(dataclasses.replace(cfg, split_seed=1)).fingerprint != fp
