@@ -123,7 +123,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
             nll = count = 0.0
             with activate(mesh):
                 for k in range(config.train.eval_batches):
-                    if signals.received is not None:
+                    if signals.stop_requested():
                         return None
                     batch = data.val_batch(k, rows, jax.process_index(), jax.process_count())
                     n, c = eval_step(params, global_batch_at(batch))
@@ -183,7 +183,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                 write_record(meta["pending_record"] | {"eval_loss": last_eval})
             else:
                 status = "interrupted"  # cut short again: the checkpoint still holds the pending line
-        n = call_length(step) if step < total and signals.received is None else 0
+        n = call_length(step) if step < total and not signals.stop_requested() else 0
         inputs = inputs_at(step, n) if n else None
         while n:
             t0 = time.perf_counter()
@@ -224,7 +224,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                     record |= {"eval_loss": last_eval}
             if record is not None:
                 write_record(record)
-            stopping = signals.received is not None or (stop_after_steps is not None and step >= stop_after_steps)
+            stopping = signals.stop_requested() or (stop_after_steps is not None and step >= stop_after_steps)
             if step % config.train.checkpoint_every == 0 or is_last or stopping:
                 fence()
                 checkpoints.save(step, stored(config, state), checkpoint_meta(step, pending))

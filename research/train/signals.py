@@ -1,10 +1,15 @@
 """SIGTERM / SIGINT during a run: before training starts they stop it at once; once it trains they become a flag
-that the loop checks between steps and evaluation batches, so it stops at a checkpoint within seconds."""
+that the loop checks between steps and evaluation batches, so it stops at a checkpoint within seconds. With several
+processes, a signal any one of them received stops them all at the same point."""
 
 from __future__ import annotations
 
 import signal
 import threading
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -35,6 +40,15 @@ class StopSignals:
         self._immediate = False
         if self.received is not None:  # arrived between the last check and now
             raise RunInterrupted(self.received)
+
+    def stop_requested(self) -> bool:
+        """Whether the loop stops here: a signal arrived, at this process or (with several processes) at any. Every
+        process calls this at the same points, so they stop together instead of leaving the others waiting in a
+        collective (a scheduler often signals only some of a job's processes)."""
+        seen = self.received is not None
+        if jax.process_count() == 1:
+            return seen
+        return bool(np.any(multihost_utils.process_allgather(np.int32(seen))))
 
     def _handle(self, signum, frame):
         self.received = signum
