@@ -26,11 +26,15 @@ def announce(index: int) -> None:
 def follow(out: str | Path, plan: Plan) -> list[str]:
     """Processes > 0: train whatever process 0 announces, until it announces -1."""
     from research.train import run  # JAX loads in the worker that trains, not in the CLI that plans
+    from research.train.signals import FenceLost
 
     trained = []
     while (index := _broadcast(-1)) >= 0:
         spec = plan.runs[index]
-        run(spec.config, spec.workdir(out), progress=False)
+        try:
+            run(spec.config, spec.workdir(out), progress=False)
+        except FenceLost:  # process 0 lost its claim on this run: it moves on, and so do we
+            continue
         trained.append(spec.dirname)
     return trained
 

@@ -7,6 +7,7 @@ writes the same files as an uninterrupted one, wall-time fields aside.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -30,7 +31,7 @@ from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, trainable_mask
 from research.train.setup import base_params, setup, stored, with_base
-from research.train.signals import StopSignals
+from research.train.signals import StopSignals, fenced
 from research.train.step import call_inputs, steps_per_call
 
 jax.config.update("jax_threefry_partitionable", True)  # initial values independent of the mesh
@@ -54,8 +55,9 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     """Train `config` in `workdir`, resuming whatever is there. `stop_after_steps` ends early (as if signalled).
     `fence()` runs before every write into `workdir` once training starts and raises if this process may no longer
     write there (a sweep worker whose claim was taken over)."""
-    with StopSignals() as signals:
-        return _run(config, Path(workdir), devices, progress, stop_after_steps, fence or (lambda: None), signals)
+    with StopSignals() as signals:  # every process checks the fence at the same points (signals.fenced)
+        return _run(config, Path(workdir), devices, progress, stop_after_steps,
+                    functools.partial(fenced, fence or (lambda: None)), signals)
 
 
 def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_steps, fence, signals) -> RunSummary:
@@ -258,8 +260,8 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                                                      jax.tree.leaves(trainable_mask(config.adapt, abstract.params)))
                              if t),
         config=config.to_dict())
+    fence()  # on every process: the fence agrees across them
     if jax.process_index() == 0:
-        fence()
         write_json_atomic(workdir / "summary.json", summary.to_dict())
     return summary
 

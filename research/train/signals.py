@@ -12,6 +12,29 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any of them; each process must call it at the same point."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+class FenceLost(RuntimeError):
+    """Another process of this run failed its fence (its claim on the run directory was taken over): stop too."""
+
+
+def fenced(fence) -> None:
+    """Run this process's `fence()` and agree with the other processes: if any failed, every one stops (raising its
+    own error, or FenceLost), instead of the others waiting in the next collective."""
+    error = None
+    try:
+        fence()
+    except Exception as e:  # noqa: BLE001 - re-raised below, after the others have heard of it
+        error = e
+    if any_process(error is not None):
+        raise error or FenceLost("another process of this run may no longer write to its directory")
+
+
 class RunInterrupted(KeyboardInterrupt):
     """A signal arrived while the run was loading data or compiling: nothing new was trained, nothing written."""
 
@@ -45,10 +68,7 @@ class StopSignals:
         """Whether the loop stops here: a signal arrived, at this process or (with several processes) at any. Every
         process calls this at the same points, so they stop together instead of leaving the others waiting in a
         collective (a scheduler often signals only some of a job's processes)."""
-        seen = self.received is not None
-        if jax.process_count() == 1:
-            return seen
-        return bool(np.any(multihost_utils.process_allgather(np.int32(seen))))
+        return any_process(self.received is not None)
 
     def _handle(self, signum, frame):
         self.received = signum
