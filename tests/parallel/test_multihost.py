@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from research.config import ParallelConfig
+from research.train import run
 from tests.train.helpers import final_params, tiny_run
 from tests.train.test_resume import _wait_for_step
 
@@ -73,7 +74,7 @@ def _two_processes(base: list[str], workdir, env) -> list[subprocess.Popen]:
 
 def test_a_signal_to_one_process_stops_both_at_a_checkpoint(small_corpus, tmp_path):
     """A scheduler may signal one process of a job: both stop together (no one left waiting in a collective), the
-    checkpoint is complete, and the resumed two-process run finishes with the uninterrupted one's losses."""
+    checkpoint is complete, and the resumed two-process run finishes with the losses of an uninterrupted run."""
     config = dataclasses.replace(tiny_run(small_corpus, steps=40, checkpoint_every=10, eval_every=20),
                                  parallel=ParallelConfig(data=4, fsdp=2))
     config_path = tmp_path / "config.json"
@@ -97,8 +98,5 @@ def test_a_signal_to_one_process_stops_both_at_a_checkpoint(small_corpus, tmp_pa
     for p in _two_processes(base, tmp_path / "cut", env):  # resume
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
-    whole = _two_processes(base, tmp_path / "whole", env)
-    for p in whole:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err[-3000:]
-    np.testing.assert_allclose(_losses(tmp_path / "cut"), _losses(tmp_path / "whole"), rtol=1e-6)
+    run(config, tmp_path / "whole", progress=False)  # uninterrupted, one process of 8 devices
+    np.testing.assert_allclose(_losses(tmp_path / "cut"), _losses(tmp_path / "whole"), rtol=1e-5)
