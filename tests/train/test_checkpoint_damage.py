@@ -140,7 +140,7 @@ def test_a_full_disk_keeps_the_last_verified_checkpoint_and_says_what_the_next_n
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", save)
     with pytest.raises(ConfigError, match=r"no space left .* step 8 .*\(step 4\) is kept; the next one needs about "
-                                          r"0\.\d+ MB\. Fix: free"):
+                                          r"\d+\.\d+ MB\. Fix: free"):  # orbax's file layout varies the size
         run(config, tmp_path, progress=False)
     assert Checkpointer(tmp_path / "checkpoints", 3).latest_verified() == 4
     monkeypatch.setattr(ocp.CheckpointManager, "save", original)  # space freed: the same command resumes
