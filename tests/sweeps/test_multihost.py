@@ -25,18 +25,23 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_process_worker(out) -> list[subprocess.Popen]:
+    """`python -m sweeps worker OUT` as one worker of two processes x 4 CPU devices (output: stdout, merged)."""
+    port = _free_port()
+    e = {k: v for k, v in env().items() if k != "XLA_FLAGS"}
+    return [subprocess.Popen(sweeps_cmd("worker", str(out), "--worker-id", f"mh{i}", "--local-cpu-devices", "4",
+                                        "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                        "--process-id", str(i)),
+                             cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in range(2)]
+
+
 def test_two_process_worker_matches_the_single_process_sweep(reference, tmp_path):
     ref_out, plan, _ = reference
     plan = dataclasses.replace(plan, runs=[r for r in plan.runs if r.config.num_steps == 24])  # the short ones
     assert len(plan.runs) == 2
     write_plan(tmp_path, plan)
-    port = _free_port()
-    e = {k: v for k, v in env().items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen(sweeps_cmd("worker", str(tmp_path), "--worker-id", f"mh{i}", "--local-cpu-devices", "4",
-                                         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                         "--process-id", str(i)),
-                              cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = _two_process_worker(tmp_path)
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
     ref, got = summaries(ref_out), summaries(tmp_path)
@@ -58,13 +63,7 @@ def test_a_claim_lost_on_process_0_stops_every_process(small_corpus, tmp_path):
 
     plan = plan_into(tmp_path, tiny(small_corpus, grid=token_budgets([128 * 3000])))  # one long run
     run_dir = plan.runs[0].workdir(tmp_path)
-    port = _free_port()
-    e = {k: v for k, v in env().items() if k != "XLA_FLAGS"}
-    procs = [subprocess.Popen(sweeps_cmd("worker", str(tmp_path), "--worker-id", f"mh{i}", "--local-cpu-devices", "4",
-                                         "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-                                         "--process-id", str(i)),
-                              cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = _two_process_worker(tmp_path)
     try:
         deadline = time.time() + 240
         while not (run_dir / "metrics.jsonl").exists() or not (run_dir / "metrics.jsonl").read_text().strip():
