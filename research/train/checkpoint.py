@@ -5,19 +5,29 @@ of every file in it (`checksums.json`, written last and atomically) seals it; re
 that is unsealed, fails to verify or fails to read is moved aside to `rejected/` (never deleted) with a warning, and
 the newest good step is used instead. Old steps are pruned only after a newer one is sealed, so the last verified
 checkpoint is never deleted. Restore targets carry the current shardings: any checkpoint restores onto any mesh.
+
+Each Checkpointer writes into temporary directories of its own (`<step>.orbax-checkpoint-tmp-<tag>`) and checks
+`may_write()` before renaming one into place, so a writer that lost the directory (a sweep worker paused past its
+claim) never mixes its files into the new owner's, and removes what it had started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+from orbax.checkpoint._src.path import atomicity
 
 from research.config import ConfigError
 from research.files import write_json_atomic
@@ -26,11 +36,16 @@ SEAL = "checksums.json"
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep: int):
+    """`may_write()` raises if this process may no longer write into `directory`; it is checked (by the primary
+    process, in orbax's writer thread) before each step is renamed into place."""
+
+    def __init__(self, directory: Path, keep: int, may_write: Callable[[], None] = lambda: None):
         self.directory, self.keep = Path(directory).absolute(), keep
         self.primary = jax.process_index() == 0
+        self._tag = _shared_tag()
         options = ocp.CheckpointManagerOptions(max_to_keep=None, enable_async_checkpointing=True, create=True,
-                                               cleanup_tmp_directories=True)
+                                               cleanup_tmp_directories=True,
+                                               temporary_path_class=_fenced_rename(self._tag, may_write))
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         self._unsealed: list[int] = []  # saved by this process, waiting for orbax to finish them
         # what pruning reads: kept in memory, so every process of a multi-process run prunes the same steps
@@ -75,13 +90,16 @@ class Checkpointer:
         self._manager.close()
 
     def abandon(self) -> None:
-        """Let the writes in flight finish, so no temporary directory is left, but seal and prune nothing: for a
+        """Let the writes in flight end and remove this writer's unfinished ones, sealing and pruning nothing: for a
         run that stops on an error or may no longer write here (a lost claim)."""
         try:
             self._manager.wait_until_finished()
             self._manager.close()
         except Exception:  # noqa: BLE001 - the error that stopped the run is the one to report
             pass
+        if self.primary:
+            for tmp in self.directory.glob(f"*{atomicity.TMP_DIR_SUFFIX}-{self._tag}"):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _raise_if_disk_full(self, error: BaseException, step: int | None) -> None:
         cause = error
@@ -176,6 +194,36 @@ class Checkpointer:
 
     def _step_dir(self, step: int) -> Path:
         return self.directory / str(step)
+
+
+def _shared_tag() -> str:
+    """A random name for this writer's temporary directories, the same on every process of the run (all of them
+    write shards into the same directory)."""
+    tag = np.frombuffer(os.urandom(8), np.uint32)
+    if jax.process_count() > 1:
+        tag = multihost_utils.broadcast_one_to_all(tag)
+    return "".join(f"{int(x):08x}" for x in tag)
+
+
+def _fenced_rename(tag: str, may_write: Callable[[], None]) -> type:
+    """Orbax's write-then-rename, into a temporary directory named with `tag`, committed only while `may_write()`
+    passes; otherwise the temporary directory is removed and the error raised (the writer thread's save fails)."""
+
+    class FencedRename(atomicity.AtomicRenameTemporaryPath):
+        @classmethod
+        def from_final(cls, final_path, **options):
+            return cls(final_path.parent / f"{final_path.name}{atomicity.TMP_DIR_SUFFIX}-{tag}", final_path,
+                       **options)
+
+        async def finalize(self):
+            try:
+                may_write()
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, self.get(), True)
+                raise
+            await super().finalize()
+
+    return FencedRename
 
 
 def _checksums(directory: Path) -> dict[str, list]:

@@ -56,11 +56,11 @@ def run(config: RunConfig, workdir: str | Path, *, devices: list | None = None, 
     `fence()` runs before every write into `workdir` once training starts and raises if this process may no longer
     write there (a sweep worker whose claim was taken over)."""
     with StopSignals() as signals:  # every process checks the fence at the same points (signals.fenced)
-        return _run(config, Path(workdir), devices, progress, stop_after_steps,
-                    functools.partial(fenced, fence or (lambda: None)), signals)
+        return _run(config, Path(workdir), devices, progress, stop_after_steps, fence or (lambda: None), signals)
 
 
-def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_steps, fence, signals) -> RunSummary:
+def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_steps, may_write, signals) -> RunSummary:
+    fence = functools.partial(fenced, may_write)  # agreed across processes, at the same points on each
     started = time.perf_counter()
     keep_freed_host_memory()
     devices = jax.devices() if devices is None else devices
@@ -89,7 +89,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     run_setup = setup(config, devices)
     mesh, abstract = run_setup.mesh, run_setup.abstract
 
-    checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
+    checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints, may_write)
     try:
         previous = {"wall_time_s": 0.0, "train_time_s": 0.0}
         had_checkpoints = bool(checkpoints.steps())

@@ -128,6 +128,34 @@ def test_pruning_never_deletes_the_last_verified_checkpoint(tmp_path):
     assert Checkpointer(directory, keep=1).steps() == [3]
 
 
+def test_a_writer_that_lost_the_directory_commits_nothing_and_leaves_nothing(tmp_path):
+    """The fence is checked at orbax's commit (the rename into place), in its writer thread: a save in flight when the
+    directory is lost ends in the fence's error with its temporary directory removed; another writer's temporary
+    directory for the same step is its own and stays."""
+    state, directory, owned = {"w": np.arange(6, dtype=np.float32)}, tmp_path / "checkpoints", [True]
+
+    class Lost(Exception):
+        pass
+
+    def may_write():
+        if not owned[0]:
+            raise Lost("taken over")
+
+    lost = Checkpointer(directory, keep=2, may_write=may_write)
+    lost.save(1, state, {"step": 1})
+    lost.close()
+    lost = Checkpointer(directory, keep=2, may_write=may_write)
+    other = directory / "2.orbax-checkpoint-tmp-0123456789abcdef"  # the new owner's write in flight
+    other.mkdir()
+    owned[0] = False
+    lost.save(2, state, {"step": 2})
+    with pytest.raises(Lost):
+        lost._manager.wait_until_finished()
+    lost.abandon()
+    assert sorted(p.name for p in directory.iterdir()) == ["1", other.name]
+    assert lost.sealed_steps() == [1]
+
+
 def test_a_full_disk_keeps_the_last_verified_checkpoint_and_says_what_the_next_needs(reference, tmp_path,
                                                                                       monkeypatch):
     config, ref_params, _ = reference
