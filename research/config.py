@@ -23,6 +23,7 @@ BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.Byte
 EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
 # Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
 ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None},
+                "data": {"document_mask": False},
                 "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
                           "lora_dropout": 0.0, "adapter_size": 16, "adapter_places": "attn,mlp",
                           "adapter_scale": 1.0}}
@@ -161,6 +162,9 @@ class DataConfig:
     seq_len: int = 256  # tokens per training window (each window holds seq_len + 1 tokens)
     val_fraction: float = 0.05  # share of documents held out for validation, chosen by a fixed hash of the doc
     split_seed: int = 0  # which documents are held out; independent of the run seed
+    # packed windows keep documents apart: attention stays within each document, positions restart with each, and
+    # the prediction across a boundary (a document's EOS -> the next one's first token) is not trained on
+    document_mask: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self, "data")

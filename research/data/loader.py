@@ -61,9 +61,9 @@ def load_data(cfg: DataConfig, workdir: str | os.PathLike | None = None) -> LMDa
     train, val, meta = loaded
     if workdir is not None and not (Path(workdir) / TOKENIZER_FILE).exists():
         tokenizer.save(Path(workdir) / TOKENIZER_FILE)
-    fingerprint = cache.digest({"tokens": key, "seq_len": cfg.seq_len})
-    return LMData(tokenizer=tokenizer, fingerprint=fingerprint, seq_len=cfg.seq_len, train_tokens=train,
-                  val_tokens=val, info=meta, cache_dir=entry)
+    batches = {"tokens": key, "seq_len": cfg.seq_len} | ({"document_mask": True} if cfg.document_mask else {})
+    return LMData(tokenizer=tokenizer, fingerprint=cache.digest(batches), seq_len=cfg.seq_len, train_tokens=train,
+                  val_tokens=val, info=meta, cache_dir=entry, document_mask=cfg.document_mask)
 
 
 def check_fingerprint(saved: str | None, data: LMData) -> None:

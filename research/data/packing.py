@@ -45,3 +45,19 @@ def gather_windows(stream: np.ndarray, window_ids: np.ndarray, seq_len: int, pad
 def to_example(rows: np.ndarray) -> dict[str, np.ndarray]:
     """Windows [n, L + 1] -> {"inputs": [n, L], "targets": [n, L]}, targets shifted left by one."""
     return {"inputs": np.ascontiguousarray(rows[:, :-1]), "targets": np.ascontiguousarray(rows[:, 1:])}
+
+
+def to_document_example(rows: np.ndarray, eos_id: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Windows [n, L + 1] -> to_example's arrays plus, for document masking, "segments" [n, L] (the document of each
+    input: a document's EOS is its last token) and "positions" [n, L] (restarting at 0 with each document); the
+    targets of EOS inputs (the next document's first token) become pad_id, so the loss skips them. Each document then
+    trains exactly as it would alone."""
+    example = to_example(rows)
+    inputs = example["inputs"]
+    ends = inputs == eos_id  # [n, L]
+    segments = np.cumsum(ends, axis=1, dtype=np.int32) - ends  # documents ended before each input
+    index = np.arange(inputs.shape[1], dtype=np.int32)
+    starts = np.concatenate([np.ones_like(ends[:, :1]), ends[:, :-1]], axis=1)  # [n, L]: first input of a document
+    positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+    targets = np.where(ends, np.int32(pad_id), example["targets"])
+    return {"inputs": inputs, "targets": targets, "segments": segments, "positions": positions.astype(np.int32)}

@@ -36,8 +36,9 @@ def local_rows(batch_size: int, process_index: int, process_count: int) -> slice
 class LMData:
     """Token streams of one data config (memory-mapped from the cache) plus its tokenizer and fingerprint.
 
-    Batches are {"inputs": int32 [B / processes, L], "targets": same}. The last window of each split is padded
-    with tokenizer.pad_id: the loss masks targets == pad_id.
+    Batches are {"inputs": int32 [B / processes, L], "targets": same}, with document_mask also "segments" and
+    "positions" (same shape). The last window of each split is padded with tokenizer.pad_id: the loss masks targets
+    == pad_id.
     """
 
     tokenizer: Tokenizer
@@ -47,6 +48,7 @@ class LMData:
     val_tokens: np.ndarray  # [num_val_tokens]
     info: dict = field(default_factory=dict)  # cache entry metadata: document counts, source, ...
     cache_dir: Path | None = None
+    document_mask: bool = False  # batches carry "segments" and "positions" (packing.to_document_example)
     _datasets: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -109,6 +111,8 @@ class LMData:
 
     def _example(self, stream: np.ndarray, window_ids: np.ndarray) -> dict[str, np.ndarray]:
         rows = packing.gather_windows(stream, window_ids, self.seq_len, self.tokenizer.pad_id)  # [b, L + 1]
+        if self.document_mask:
+            return packing.to_document_example(rows, self.tokenizer.eos_id, self.tokenizer.pad_id)
         return packing.to_example(rows)
 
 

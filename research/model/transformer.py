@@ -144,7 +144,7 @@ class Attention(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, cache=None, slots=None):
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, cache=None, slots=None, segments=None):
         cfg, dtype, dense = self.cfg.resolved(), DTYPES[self.cfg.compute_dtype], kernels(self.cfg).dense
 
         def project(target, x, w, axes, contract=1):
@@ -165,7 +165,7 @@ class Attention(nn.Module):
         if cfg.positions == "rope":
             q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
         if cache is None:
-            out = attend(q, k, v, cfg, positions, positions)  # [batch, T, heads, head_dim]
+            out = attend(q, k, v, cfg, positions, positions, segments=segments)  # [batch, T, heads, head_dim]
         else:
             k_positions, index = slots
             cache = tuple(jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype), index, axis=1)
@@ -221,8 +221,9 @@ class Block(nn.Module):
     adapt: Any = None  # research.config.AdaptConfig of an adapted model (LoRA, adapters), or None
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, kv=None, slots=None):
-        """(x, None); with a KV cache (see Attention), (x, this layer's updated (k, v))."""
+    def __call__(self, x: jnp.ndarray, positions: jnp.ndarray, segments=None, kv=None, slots=None):
+        """(x, None); with a KV cache (see Attention), (x, this layer's updated (k, v)). segments [batch, T]: the
+        document of each token of packed documents (attention stays within one), or None."""
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout, deterministic=self.deterministic)
         attn = Attention(cfg, self.adapt, self.deterministic, name="attn")
@@ -230,7 +231,7 @@ class Block(nn.Module):
         attn_norm, mlp_norm = Norm(cfg, name="attn_norm"), Norm(cfg, name="mlp_norm")
 
         def attention(h):
-            out = attn(h, positions, kv, slots)
+            out = attn(h, positions, kv, slots, segments)
             return (out, None) if kv is None else out
 
         def attention_block(h):  # (y, kv), with the adapter on y
@@ -262,7 +263,8 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", 
                    adapt=None) -> nn.Module:
     """`n_layers` blocks as one scanned module; parameters get a leading `layers` axis.
 
-    cached: called as (x, positions, (k, v) [layers, ...] scanned per layer, slots broadcast) -> (x, updated (k, v)).
+    Called as (x, positions, segments) -> (x, None); cached, as (x, positions, None, (k, v) [layers, ...] scanned per
+    layer, slots broadcast) -> (x, updated (k, v)).
     """
     block = Block
     if cfg.remat != "none":
@@ -271,7 +273,7 @@ def stacked_blocks(cfg: ModelConfig, deterministic: bool, name: str = "blocks", 
         block,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(nn.broadcast, 0, nn.broadcast) if cached else (nn.broadcast,),
+        in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast) if cached else (nn.broadcast, nn.broadcast),
         length=cfg.n_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
@@ -282,16 +284,18 @@ class Transformer(nn.Module):
     """tokens [batch, T] -> float32 logits [batch, T, vocab]. With `pipeline`, the block stack runs as a pipeline."""
 
     cfg: ModelConfig
-    # None: the plain scanned stack. Else an object whose run_blocks(module, x, positions, deterministic) runs the
-    # stack's own parameters another way (research.parallel.pipeline.Pipeline): the model itself has no pipeline code
+    # None: the plain scanned stack. Else an object whose run_blocks(module, x, positions, segments, deterministic)
+    # runs the stack's own parameters another way (research.parallel.pipeline.Pipeline): the model has no pipeline code
     pipeline: Any = None
     adapt: Any = None  # research.config.AdaptConfig of an adapted model (adapt.method other than full), or None
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
-                 cache: KVCache | None = None):
+                 cache: KVCache | None = None, segments: jnp.ndarray | None = None):
         # With `cache` (inference): positions are per row [batch, T] (-1 marks left padding; default: the T after the
         # cache's index), the tokens' keys and values fill the cache's next T slots, and (logits, new cache) returns.
+        # With `segments` [batch, T] (packed documents, data.document_mask): attention stays within each document,
+        # and positions [batch, T] restart with each one.
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
         if positions is None and cache is not None:
             positions = jnp.broadcast_to(cache.index + jnp.arange(tokens.shape[1]), tokens.shape)
@@ -310,12 +314,12 @@ class Transformer(nn.Module):
             slot_positions = jax.lax.dynamic_update_slice_in_dim(
                 cache.positions, positions.astype(jnp.int32), cache.index, axis=1)  # [batch, max_len]
             x, (k, v) = stacked_blocks(cfg, deterministic, cached=True, adapt=self.adapt)(
-                x, positions, (cache.k, cache.v), (slot_positions, cache.index))
+                x, positions, None, (cache.k, cache.v), (slot_positions, cache.index))
             cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
         elif self.pipeline is None or self.is_initializing():
-            x, _ = stacked_blocks(cfg, deterministic, adapt=self.adapt)(x, positions)
+            x, _ = stacked_blocks(cfg, deterministic, adapt=self.adapt)(x, positions, segments)
         else:
-            x = self.pipeline.run_blocks(self, x, positions, deterministic)
+            x = self.pipeline.run_blocks(self, x, positions, segments, deterministic)
         if cfg.norm_placement == "pre":
             x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:

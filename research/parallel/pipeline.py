@@ -64,17 +64,21 @@ class Pipeline:
         """Theoretical idle share of stage-ticks: (S - 1) / (R M + S - 1)."""
         return (self.stages - 1) / self.ticks
 
-    def run_blocks(self, module: nn.Module, x: jnp.ndarray, positions: jnp.ndarray, deterministic: bool):
+    def run_blocks(self, module: nn.Module, x: jnp.ndarray, positions: jnp.ndarray, segments, deterministic: bool):
         """The Transformer `module`'s block stack, run as this pipeline on the scanned stack's own parameters [L, ...]
-        (the parameter tree does not depend on the layout). Dropout keys: fold_in(fold_in(key, layer), micro)."""
+        (the parameter tree does not depend on the layout). Dropout keys: fold_in(fold_in(key, layer), micro).
+        Per-row positions and segments [B, T] go with their rows into the microbatches."""
         cfg = module.cfg
         params = nn.meta.unbox(module.variables["params"]["blocks"])
         dropout = cfg.dropout or (module.adapt is not None and bool(module.adapt.targets) and module.adapt.lora_dropout)
         base = None if deterministic or not dropout else module.make_rng("dropout")
+        per_row = [a if a is not None and a.ndim == 2 else None for a in (positions, segments)]
+        per_row = [None if a is None else self.microbatched(a) for a in per_row]  # [M, rows, T]
 
         def layer(p, h, index, micro):  # one Block on one microbatch h [rows, T, d_model]
             rngs = {} if base is None else {"dropout": jax.random.fold_in(jax.random.fold_in(base, index), micro)}
-            return Block(cfg, deterministic, module.adapt, parent=None).apply({"params": p}, h, positions,
+            pos, seg = [whole if rows is None else rows[micro] for whole, rows in zip((positions, segments), per_row)]
+            return Block(cfg, deterministic, module.adapt, parent=None).apply({"params": p}, h, pos, seg,
                                                                          rngs=rngs)[0]
 
         if cfg.remat != "none":
@@ -82,6 +86,13 @@ class Pipeline:
         x, busy = self(layer, params, x)
         module.sow("intermediates", "pipeline_busy", busy)  # [ticks, stages] bool, read by the bubble measurement
         return x
+
+    def microbatched(self, x: jnp.ndarray) -> jnp.ndarray:
+        """[B, ...] -> [M, B / M, ...]: microbatch m takes rows m, m + M, ... so every data shard feeds every one."""
+        if x.shape[0] % self.microbatches:
+            raise ConfigError(f"parallel.microbatches={self.microbatches}: does not divide the batch of {x.shape[0]} "
+                              "sequences. Fix: choose microbatches dividing batch_size / accum_steps.")
+        return x.reshape(x.shape[0] // self.microbatches, self.microbatches, *x.shape[1:]).swapaxes(0, 1)
 
     def __call__(self, layer_fn: Callable, params, x: jnp.ndarray):
         """(layer stack applied to x, busy [ticks, stages] bool: which stage held real work at which tick).
@@ -94,9 +105,7 @@ class Pipeline:
         if n_layers % (S * R):
             raise ConfigError(f"parallel.pipeline={S}: x pipeline_repeats={R} does not divide the {n_layers} layers. "
                               "Fix: choose stages (times repeats) dividing model.n_layers.")
-        if x.shape[0] % M:
-            raise ConfigError(f"parallel.microbatches={M}: does not divide the batch of {x.shape[0]} sequences. "
-                              "Fix: choose microbatches dividing batch_size / accum_steps.")
+        micro = nn.with_logical_constraint(self.microbatched(x), (None, *ACT))  # [M, rows, T, d]
         K, rows = n_layers // (S * R), x.shape[0] // M
         mesh = jax.sharding.get_abstract_mesh()
         spmd = "pipeline" if not mesh.empty and "pipeline" in mesh.axis_names else None
@@ -111,9 +120,6 @@ class Pipeline:
             return _on_stages(p.reshape(R, S, K, *p.shape[1:]).swapaxes(0, 1), spmd)
 
         stage_params = jax.tree.map(stage_view, params)
-        # [M, rows, T, d]: microbatch m takes rows m, m + M, ... so every data shard feeds every microbatch
-        micro = x.reshape(rows, M, *x.shape[1:]).swapaxes(0, 1)
-        micro = nn.with_logical_constraint(micro, (None, *ACT))
 
         def stage(p, h, item, s):  # one stage, one tick: K layers of repeat item // M on microbatch item % M
             r = jnp.clip(item // M, 0, R - 1)

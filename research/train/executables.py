@@ -25,7 +25,8 @@ def shape_signature(config: RunConfig) -> dict:
     inputs, not part of it, so runs equal on it (and on data and devices) share them."""
     optim = {k: v for k, v in dataclasses.asdict(config.optim).items() if k not in SCHEDULE_FIELDS}
     return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
-            "seq_len": config.data.seq_len, "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
+            "seq_len": config.data.seq_len, "document_mask": config.data.document_mask,
+            "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
             "pipeline": repr(pipeline_for(config)), "adapt": dataclasses.asdict(config.adapt)}
 
 

@@ -29,8 +29,20 @@ def token_losses(logits: jnp.ndarray, targets: jnp.ndarray, pad_id: int, z_loss:
     return objective, nll, jnp.sum(mask)
 
 
+def batch_keys(config: RunConfig) -> tuple[str, ...]:
+    """The arrays of a batch, each int32 [global_batch, T]: documents packed with document masking also carry the
+    document of each token and its position in it."""
+    return ("inputs", "targets") + (("segments", "positions") if config.data.document_mask else ())
+
+
+def apply_model(model: Transformer, params, batch: dict, **kwargs) -> jnp.ndarray:
+    """Logits [batch, T, vocab] of a batch (of any of batch_keys' forms)."""
+    return model.apply({"params": params}, batch["inputs"], batch.get("positions"), segments=batch.get("segments"),
+                       **kwargs)
+
+
 def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, pad_id: int):
-    """step(state, batch, lr, seed) -> (state, metrics); batch = {"inputs", "targets"}: int32 [global_batch, T].
+    """step(state, batch, lr, seed) -> (state, metrics); batch: batch_keys(config), int32 [global_batch, T].
 
     lr (float32) and seed (int32) are inputs rather than constants, so one compiled step serves every run of the
     same shapes whatever its length, schedule or seed.
@@ -38,12 +50,12 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
     accum = config.train.accum_steps
     deterministic = config.model.dropout == 0.0 and (config.adapt.method != "lora" or config.adapt.lora_dropout == 0)
 
-    def loss_fn(params, inputs, targets, rng):
+    def loss_fn(params, batch, rng):
         if config.adapt.method != "full":  # no gradient into frozen weights (XLA drops their weight-gradient matmuls)
             params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params,
                                   trainable_mask(config.adapt, params))
-        logits = model.apply({"params": params}, inputs, deterministic=deterministic, rngs={"dropout": rng})
-        objective, nll, count = token_losses(logits, targets, pad_id, config.train.z_loss)
+        logits = apply_model(model, params, batch, deterministic=deterministic, rngs={"dropout": rng})
+        objective, nll, count = token_losses(logits, batch["targets"], pad_id, config.train.z_loss)
         return objective, (nll, count)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -56,17 +68,17 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
 
         def accumulate(carry, xs):
             grads, nll, count = carry
-            inputs, targets, index = xs
-            g, (n, c) = grad_fn(state.params, inputs, targets, jax.random.fold_in(rng, index))
+            batch, index = xs
+            g, (n, c) = grad_fn(state.params, batch, jax.random.fold_in(rng, index))
             return (jax.tree.map(jnp.add, grads, g), nll + n, count + c), None
 
         if accum == 1:  # no loop: the same numbers as the scan below, without its zero-filled carry and its compile
-            grads, (nll, count) = grad_fn(state.params, micro["inputs"][0], micro["targets"][0],
+            grads, (nll, count) = grad_fn(state.params, jax.tree.map(lambda x: x[0], micro),
                                           jax.random.fold_in(rng, 0))
         else:
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, nll, count), _ = jax.lax.scan(
-                accumulate, (zeros, 0.0, 0.0), (micro["inputs"], micro["targets"], jnp.arange(accum)))
+                accumulate, (zeros, 0.0, 0.0), (micro, jnp.arange(accum)))
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)  # mean per-token gradient over the global batch
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -79,7 +91,7 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
 
 def make_multi_step(step, steps: int):
     """multi(state, batches, lrs, n, seed) -> (state, metrics): `step` applied to the first n (<= steps) of the stacked
-    batches {"inputs", "targets"}: int32 [steps, global_batch, T] with lrs float32 [steps]; metrics [steps] each
+    batches (batch_keys): int32 [steps, global_batch, T] with lrs float32 [steps]; metrics [steps] each
     (entries from n on are 0). One call runs n optimizer steps in a device loop, so a small model pays the host's
     dispatch and synchronisation once per call instead of once per step. The loop body is `step` itself: any n, and
     any split of a run into calls, gives bitwise the same numbers (tests/train/test_steps_per_call.py)."""
@@ -136,7 +148,7 @@ def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
         batch = jax.ShapeDtypeStruct((rows, config.data.seq_len), jnp.int32, sharding=batch_sharding(mesh))
         with activate(mesh):
             lowered = jax.jit(make_eval_step(model_for(config), pad_id)).lower(
-                abstract_params, {"inputs": batch, "targets": batch})
+                abstract_params, {k: batch for k in batch_keys(config)})
             return compile_lowered(lowered, mesh.devices.flat[0].platform)
 
     return _EVAL_STEPS.get(compile_key(config, mesh, pad_id=pad_id), build)
@@ -145,7 +157,7 @@ def eval_step_for(config: RunConfig, mesh, abstract_params, pad_id: int):
 def make_eval_step(model: Transformer, pad_id: int):
     """eval(params, batch) -> (summed cross-entropy, token count), deterministic."""
     def evaluate(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], deterministic=True)
+        logits = apply_model(model, params, batch, deterministic=True)
         _, nll, count = token_losses(logits, batch["targets"], pad_id, 0.0)
         return nll, count
 
@@ -165,7 +177,7 @@ def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_i
         lead = () if steps == 1 else (steps,)
         batch_spec = batch_sharding(mesh, stacked=steps > 1)
         abstract_batch = {k: jax.ShapeDtypeStruct(lead + (config.batch_size, config.data.seq_len), jnp.int32,
-                                                  sharding=batch_spec) for k in ("inputs", "targets")}
+                                                  sharding=batch_spec) for k in batch_keys(config)}
         scalar = lambda dtype, shape=(): jax.ShapeDtypeStruct(shape, dtype, sharding=replicated(mesh))  # noqa: E731
         metric_sharding = {"loss": replicated(mesh), "grad_norm": replicated(mesh)}
         args = [abstract_state, abstract_batch, scalar(jnp.float32, lead)]

@@ -205,3 +205,20 @@ def test_train_iter_resumes_at_a_step(cfg):
     it = data.train_iter(8, seed=4, start_step=10)
     for step in range(10, 40):
         assert np.array_equal(next(it)["inputs"], data.train_batch(step, 8, seed=4)["inputs"])
+
+
+def test_document_masked_batches_are_the_plain_windows_with_each_document_marked(cfg):
+    """data.document_mask keeps the same windows, and segments/positions/targets follow the EOS in them: segment
+    ids step after each EOS input, positions count from each document's first input, and the target after an EOS
+    is masked with the pad id."""
+    plain, masked = load_data(cfg), load_data(dataclasses.replace(cfg, document_mask=True))
+    assert plain.fingerprint != masked.fingerprint  # resuming one's checkpoint on the other is refused
+    b, m = plain.train_batch(3, 8, seed=1), masked.train_batch(3, 8, seed=1)
+    eos, pad = plain.tokenizer.eos_id, plain.tokenizer.pad_id
+    assert np.array_equal(b["inputs"], m["inputs"]) and (m["inputs"] == eos).any()
+    for row in range(8):
+        segment = position = 0
+        for i, token in enumerate(b["inputs"][row]):
+            assert (m["segments"][row, i], m["positions"][row, i]) == (segment, position)
+            assert m["targets"][row, i] == (pad if token == eos else b["targets"][row, i])
+            segment, position = (segment + 1, 0) if token == eos else (segment, position + 1)

@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 
 from research.config import DataConfig, ModelConfig, OptimConfig, ParallelConfig, RunConfig, TrainConfig
+from research.data.packing import to_document_example
 from research.model import Transformer
 from research.parallel import activate, batch_sharding, make_mesh
 from research.parallel.pipeline import model_for
 from research.train.compile_cache import compile_lowered
 from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
-from research.train.step import compile_train_step, token_losses
+from research.train.step import apply_model, compile_train_step, token_losses
 
 LAYOUTS = {
     "dp8": ParallelConfig(data=8),
@@ -47,7 +48,10 @@ def _batches(config: RunConfig, n: int) -> list[dict]:
     out = []
     for _ in range(n):
         tokens = rng.integers(0, 259, (config.batch_size, config.data.seq_len + 1), dtype=np.int32)
-        out.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:]})
+        if config.data.document_mask:  # about one token in six ends a document
+            out.append(to_document_example(np.where(tokens < 43, 257, tokens), eos_id=257, pad_id=-1))
+        else:
+            out.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:]})
     return out
 
 
@@ -69,7 +73,7 @@ def _train(config: RunConfig, devices: list, steps: int = 3):
             norms.append(float(metrics["grad_norm"]))
 
         def loss(params, batch):
-            logits = model.apply({"params": params}, batch["inputs"])
+            logits = apply_model(model, params, batch)
             _, nll, count = token_losses(logits, batch["targets"], -1, 0.0)
             return nll / count
 
@@ -123,6 +127,20 @@ def test_adapted_models_under_every_kind_of_layout_match_single_device(method, l
     for ours, ref in ((grads, single[2]), (state.params, single[3].params)):  # fp32, to 1e-5 of each leaf's scale
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * np.abs(b).max() + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def single_device_documents():
+    return _train(_config(ParallelConfig()).override("data.document_mask=true"), jax.devices()[:1])
+
+
+@needs_8
+@pytest.mark.parametrize("layout", ["tp2_fsdp4", "pp2_dp4"])
+def test_document_masked_batches_under_every_kind_of_layout_match_single_device(layout, single_device_documents):
+    """Per-row segments and positions are sharded with their rows (and microbatched with them by the pipeline)."""
+    parallel = LAYOUTS.get(layout) or ParallelConfig(data=4, pipeline=2, microbatches=2)
+    result = _train(_config(parallel).override("data.document_mask=true"), jax.devices()[:8])
+    assert_matches_single_device(result, single_device_documents)
 
 
 def assert_matches_single_device(result, single_device) -> None:

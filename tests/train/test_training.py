@@ -198,3 +198,12 @@ def test_runs_of_equal_shapes_share_one_compiled_step(small_corpus, tmp_path):
     wider = first.override("model.d_model=48")
     run(wider, tmp_path / "c", progress=False)
     assert len(step_module._TRAIN_STEPS.keys() - compiled) == 1
+
+
+def test_a_document_masked_run_trains_and_evaluates_on_its_documents(small_corpus, tmp_path):
+    """data.document_mask end to end: the batches' segments and positions reach the compiled step and eval step
+    (their shapes are part of the compiled signature), and the run learns."""
+    summary = run(tiny_run(small_corpus, steps=8, eval_every=8).override("data.document_mask=true"), tmp_path,
+                  progress=False)
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert summary.status == "complete" and np.isfinite(summary.final_eval_loss) and losses[-1] < losses[0]
