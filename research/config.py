@@ -23,7 +23,7 @@ BYTE_VOCAB_SIZE = 259  # 256 bytes + BOS, EOS, PAD (research.data.tokenizer.Byte
 EXECUTION_ONLY_TRAIN_FIELDS = ("steps_per_call",)  # how a run executes, not what it computes: outside the run id
 # Fields added after run ids were fixed, with their defaults: hashed only when set otherwise, so old ids stay valid
 ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step": None},
-                "data": {"document_mask": False},
+                "data": {"document_mask": False, "format": "text", "loss_on": "all_assistant"},
                 "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
                           "lora_dropout": 0.0, "adapter_size": 16, "adapter_places": "attn,mlp",
                           "adapter_scale": 1.0}}
@@ -165,6 +165,10 @@ class DataConfig:
     # packed windows keep documents apart: attention stays within each document, positions restart with each, and
     # the prediction across a boundary (a document's EOS -> the next one's first token) is not trained on
     document_mask: bool = False
+    # "chat": a JSONL source of conversations ({"messages": [{"role", "content"}, ...]} or {"prompt", "response"}),
+    # rendered by the chat template, whole examples packed per window, and only assistant tokens trained on
+    format: Literal["text", "chat"] = "text"
+    loss_on: Literal["all_assistant", "last_assistant"] = "all_assistant"  # chat: which assistant turns train
 
     def __post_init__(self) -> None:
         _check_fields(self, "data")
@@ -176,6 +180,10 @@ class DataConfig:
                   "use a value between 260 and 1048576, e.g. 4096")
         if not 0.0 < self.val_fraction < 0.5:
             _fail("data.val_fraction", self.val_fraction, "must be in (0, 0.5)", "use e.g. 0.05")
+        if self.format == "chat" and not self.source.endswith(".jsonl"):
+            _fail("data.format", self.format, f"chat data is read from a .jsonl file of conversations, and "
+                  f"data.source={self.source!r} is not one",
+                  "point data.source at a .jsonl file, or use data.format=text")
 
     @property
     def vocab_size(self) -> int:

@@ -2,7 +2,7 @@
 
 Every entry is written atomically: into a temporary name, then renamed into place, so concurrent runs (or a crash)
 never leave a half-written entry that a later run would trust. Layout:
-    tokens/<key>/{train.npy, val.npy, meta.json}   token streams, loaded memory-mapped
+    tokens/<key>/{train.npy, val.npy, meta.json}   token streams, loaded memory-mapped (chat data: + *_flags.npy)
     tokenizers/<key>.json                           BPE trained for a (source, split, vocab)
     filehash/<hash of path, size, mtime>            memoised content hashes of source files
 """
@@ -55,19 +55,17 @@ def _blake2b(path: Path) -> str:
     return h.hexdigest()
 
 
-TOKEN_FILES = ("train.npy", "val.npy")
-
-
-def save_tokens(entry: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> None:
-    """Write an entry as a temporary directory, then rename it into place; if another run won the race, keep theirs.
-    meta.json records each array file's content hash, which load_tokens checks."""
+def save_tokens(entry: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write an entry ({name}.npy per array: "train", "val", and for chat data "train_flags", "val_flags") as a
+    temporary directory, then rename it into place; if another run won the race, keep theirs. meta.json records each
+    array file's content hash, which load_tokens checks."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}."))
     os.chmod(tmp, 0o755)  # mkdtemp makes 0700
     try:
-        np.save(tmp / "train.npy", train)
-        np.save(tmp / "val.npy", val)
-        meta = {**meta, "blake2b": {name: _blake2b(tmp / name) for name in TOKEN_FILES}}
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
+        meta = {**meta, "blake2b": {f"{name}.npy": _blake2b(tmp / f"{name}.npy") for name in arrays}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         try:
             os.rename(tmp, entry)
@@ -78,23 +76,23 @@ def save_tokens(entry: Path, train: np.ndarray, val: np.ndarray, meta: dict) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_tokens(entry: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    """(train, val, meta) memory-mapped, or None when the entry does not exist. The files' content hashes must match
-    meta.json's (memoised like source files': a big cache is reread only after it changed)."""
+def load_tokens(entry: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    """({name: array} memory-mapped, meta), or None when the entry does not exist. The files' content hashes must
+    match meta.json's (memoised like source files': a big cache is reread only after it changed)."""
     if not (entry / "meta.json").is_file():
         return None
+    damaged = f"the token cache {str(entry)!r} is damaged"
+    fix = f"Fix: rm -rf '{entry}' and run again to rebuild it."
     try:
         meta = json.loads((entry / "meta.json").read_text())
-        train = np.load(entry / "train.npy", mmap_mode="r")
-        val = np.load(entry / "val.npy", mmap_mode="r")
+        names = [n.removesuffix(".npy") for n in meta.get("blake2b", {"train.npy": 0, "val.npy": 0})]
+        arrays = {name: np.load(entry / f"{name}.npy", mmap_mode="r") for name in names}
     except (OSError, ValueError) as e:
-        raise DataError(f"the token cache {str(entry)!r} is damaged ({e}). Fix: rm -rf '{entry}' "
-                        "and run again to rebuild it.") from None
-    if (len(train), len(val)) != (meta["num_train_tokens"], meta["num_val_tokens"]):
-        raise DataError(f"the token cache {str(entry)!r} is damaged (sizes differ from meta.json). "
-                        f"Fix: rm -rf '{entry}' and run again to rebuild it.")
+        raise DataError(f"{damaged} ({e}). {fix}") from None
+    sizes = {"train": meta["num_train_tokens"], "val": meta["num_val_tokens"]}
+    if any(len(array) != sizes[name.removesuffix("_flags")] for name, array in arrays.items()):
+        raise DataError(f"{damaged} (sizes differ from meta.json). {fix}")
     for name, expected in meta.get("blake2b", {}).items():  # entries written before hashes were recorded: sizes only
         if file_digest(entry / name, entry.parent.parent) != expected:
-            raise DataError(f"the token cache {str(entry)!r} is damaged ({name}'s content changed). "
-                            f"Fix: rm -rf '{entry}' and run again to rebuild it.")
-    return train, val, meta
+            raise DataError(f"{damaged} ({name}'s content changed). {fix}")
+    return arrays, meta

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from research.data.chat import LOSS, START
+
 
 def pack(docs: Sequence[np.ndarray], eos_id: int, dtype: np.dtype) -> np.ndarray:
     """Concatenate documents, each followed by EOS, into one 1-D array of `dtype`."""
@@ -42,22 +44,30 @@ def gather_windows(stream: np.ndarray, window_ids: np.ndarray, seq_len: int, pad
     return rows
 
 
-def to_example(rows: np.ndarray) -> dict[str, np.ndarray]:
-    """Windows [n, L + 1] -> {"inputs": [n, L], "targets": [n, L]}, targets shifted left by one."""
-    return {"inputs": np.ascontiguousarray(rows[:, :-1]), "targets": np.ascontiguousarray(rows[:, 1:])}
+def to_example(rows: np.ndarray, pad_id: int, flags: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Windows [n, L + 1] -> {"inputs": [n, L], "targets": [n, L]}, targets shifted left by one. With chat flags
+    [n, L + 1] (research.data.chat), targets not flagged for the loss become pad_id."""
+    targets = rows[:, 1:]
+    if flags is not None:
+        targets = np.where(flags[:, 1:] & LOSS, targets, np.int32(pad_id))
+    return {"inputs": np.ascontiguousarray(rows[:, :-1]), "targets": np.ascontiguousarray(targets)}
 
 
-def to_document_example(rows: np.ndarray, eos_id: int, pad_id: int) -> dict[str, np.ndarray]:
+def to_document_example(rows: np.ndarray, eos_id: int, pad_id: int,
+                        flags: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Windows [n, L + 1] -> to_example's arrays plus, for document masking, "segments" [n, L] (the document of each
-    input: a document's EOS is its last token) and "positions" [n, L] (restarting at 0 with each document); the
-    targets of EOS inputs (the next document's first token) become pad_id, so the loss skips them. Each document then
-    trains exactly as it would alone."""
-    example = to_example(rows)
-    inputs = example["inputs"]
-    ends = inputs == eos_id  # [n, L]
-    segments = np.cumsum(ends, axis=1, dtype=np.int32) - ends  # documents ended before each input
-    index = np.arange(inputs.shape[1], dtype=np.int32)
-    starts = np.concatenate([np.ones_like(ends[:, :1]), ends[:, :-1]], axis=1)  # [n, L]: first input of a document
-    positions = index - np.maximum.accumulate(np.where(starts, index, 0), axis=1)
-    targets = np.where(ends, np.int32(pad_id), example["targets"])
-    return {"inputs": inputs, "targets": targets, "segments": segments, "positions": positions.astype(np.int32)}
+    input) and "positions" [n, L] (restarting at 0 with each document); a target that begins the next document is
+    masked (pad_id). Documents begin after each EOS (a document's EOS is its last token), or, for chat data, where
+    the flags say an example starts. Each document then trains exactly as it would alone."""
+    example = to_example(rows, pad_id, flags)
+    if flags is None:
+        starts = np.concatenate([np.ones_like(rows[:, :1], bool), rows[:, :-1] == eos_id], axis=1)  # [n, L + 1]
+    else:
+        starts = (flags & START).astype(bool)
+    starts[:, 0] = True  # a window's first token begins a document (or the rest of one)
+    inputs_start = starts[:, :-1]  # [n, L]
+    segments = np.cumsum(inputs_start, axis=1, dtype=np.int32) - 1
+    index = np.arange(inputs_start.shape[1], dtype=np.int32)
+    positions = index - np.maximum.accumulate(np.where(inputs_start, index, 0), axis=1)
+    targets = np.where(starts[:, 1:], np.int32(pad_id), example["targets"])
+    return example | {"targets": targets, "segments": segments, "positions": positions.astype(np.int32)}

@@ -49,6 +49,8 @@ class LMData:
     info: dict = field(default_factory=dict)  # cache entry metadata: document counts, source, ...
     cache_dir: Path | None = None
     document_mask: bool = False  # batches carry "segments" and "positions" (packing.to_document_example)
+    train_flags: np.ndarray | None = None  # chat data: uint8 flags per token (research.data.chat), else None
+    val_flags: np.ndarray | None = None
     _datasets: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -74,14 +76,14 @@ class LMData:
         rows = local_rows(batch_size, process_index, process_count)
         windows = EpochShuffle(self.num_train_windows, seed)  # window ids, epoch e permuted by (seed, e)
         batches = windows.batch(batch_size, batch_fn=np.asarray)  # [B] global batch of window ids
-        return batches.map(lambda ids: self._example(self.train_tokens, ids[rows]))
+        return batches.map(lambda ids: self._example(self.train_tokens, self.train_flags, ids[rows]))
 
     def val_dataset(self, batch_size: int, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
         """Infinite MapDataset of validation batches in a fixed order (no shuffle), wrapping around."""
         rows = local_rows(batch_size, process_index, process_count)
         windows = grain.MapDataset.range(self.num_val_windows).repeat()
         batches = windows.batch(batch_size, batch_fn=np.asarray)  # [B]
-        return batches.map(lambda ids: self._example(self.val_tokens, ids[rows]))
+        return batches.map(lambda ids: self._example(self.val_tokens, self.val_flags, ids[rows]))
 
     def train_iter(self, batch_size: int, seed: int, start_step: int = 0, process_index: int = 0,
                    process_count: int = 1, prefetch: int = 2):
@@ -109,11 +111,13 @@ class LMData:
             self._datasets[key] = self.val_dataset(batch_size, process_index, process_count)
         return self._datasets[key][_check_index("k", k)]
 
-    def _example(self, stream: np.ndarray, window_ids: np.ndarray) -> dict[str, np.ndarray]:
+    def _example(self, stream: np.ndarray, flags: np.ndarray | None, window_ids: np.ndarray) -> dict[str, np.ndarray]:
         rows = packing.gather_windows(stream, window_ids, self.seq_len, self.tokenizer.pad_id)  # [b, L + 1]
+        if flags is not None:
+            flags = packing.gather_windows(flags, window_ids, self.seq_len, 0)  # [b, L + 1]
         if self.document_mask:
-            return packing.to_document_example(rows, self.tokenizer.eos_id, self.tokenizer.pad_id)
-        return packing.to_example(rows)
+            return packing.to_document_example(rows, self.tokenizer.eos_id, self.tokenizer.pad_id, flags)
+        return packing.to_example(rows, self.tokenizer.pad_id, flags)
 
 
 def _check_index(name: str, value: int) -> int:
