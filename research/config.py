@@ -26,7 +26,9 @@ ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step"
                 "data": {"document_mask": False, "format": "text", "loss_on": "all_assistant"},
                 "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
                           "lora_dropout": 0.0, "adapter_size": 16, "adapter_places": "attn,mlp",
-                          "adapter_scale": 1.0}}
+                          "adapter_scale": 1.0},
+                "distill": {"teacher": None, "teacher_step": None, "weight": 0.5, "temperature": 1.0,
+                            "temper_student": False}}
 # Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
 RENAMED_KEYS = {"parallel.schedule": "parallel.pipeline_schedule"}
 
@@ -365,6 +367,33 @@ class AdaptConfig:
         return _names(self.adapter_places) if self.method.startswith("adapter_") else ()
 
 
+@dataclass(frozen=True)
+class DistillConfig:
+    """Word-level knowledge distillation (ADAPT-9): train on (1 - weight) x the label cross-entropy + weight x
+    KL(teacher || student) per token, the teacher's logits computed on the fly from a trained run. The temperature
+    softens (> 1) or sharpens (< 1) the teacher's distribution: at 0 the KD term is the cross-entropy on the
+    teacher's argmax. temper_student: Hinton et al. (2015) instead, both distributions tempered and KL x T^2."""
+
+    teacher: str | None = None  # a run directory (a Hugging Face model: `python -m research.interop import` first)
+    teacher_step: int | None = None  # its checkpoint step; None: the newest verified one
+    weight: float = 0.5
+    temperature: float = 1.0
+    temper_student: bool = False
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "distill")
+        if self.teacher is not None and not self.teacher:
+            _fail("distill.teacher", self.teacher, "is empty", "give a trained run's directory, or null")
+        if not 0.0 <= self.weight <= 1.0:
+            _fail("distill.weight", self.weight, "must be in [0, 1]", "use e.g. 0.5 (1: the KD term alone)")
+        _check_positive("distill.temperature", self.temperature)
+        if self.teacher_step is not None:
+            _check_positive("distill.teacher_step", self.teacher_step, allow_zero=True)
+            if self.teacher is None:
+                _fail("distill.teacher_step", self.teacher_step, "needs distill.teacher",
+                      "set distill.teacher=DIR, or distill.teacher_step=null")
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
@@ -380,6 +409,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     init: InitConfig = field(default_factory=InitConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     seed: int = 0  # initialisation, dropout and data order
 
     def __post_init__(self) -> None:

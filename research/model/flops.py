@@ -98,6 +98,12 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int, adapt: AdaptConfig | N
     return per_base_entry * base + 6 * adapter_matrix_entries(cfg, adapt) + attention_flops_per_token(cfg, seq_len)
 
 
+def forward_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
+    """Exact dense matmul FLOPs of one token's forward pass alone (a distillation teacher's share of a step)."""
+    _, matrices = _block_params(cfg)
+    return 2 * (cfg.n_layers * matrices + cfg.d_model * cfg.vocab_size) + attention_flops_per_token(cfg, seq_len) // 3
+
+
 def mfu_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     """The MFU convention: 6 N_non-embedding + 12 L (heads x head_dim) T."""
     return 6 * count_params(cfg).non_embedding + attention_flops_per_token(cfg, seq_len)
@@ -107,10 +113,14 @@ def flops_6nd(cfg: ModelConfig, tokens: int) -> float:
     return 6.0 * count_params(cfg).total * tokens
 
 
-def run_flops(cfg: ModelConfig, seq_len: int, tokens: int, adapt: AdaptConfig | None = None) -> dict:
-    """The FLOP and parameter fields every run summary records (`params`: the model's own, adapters excluded)."""
+def run_flops(cfg: ModelConfig, seq_len: int, tokens: int, adapt: AdaptConfig | None = None,
+              teacher: ModelConfig | None = None) -> dict:
+    """The FLOP and parameter fields every run summary records (`params`: the model's own, adapters excluded;
+    `flops`: what the run spent, a distillation teacher's forward passes included)."""
     params = count_params(cfg)
     per_token = train_flops_per_token(cfg, seq_len, adapt)
+    if teacher is not None:
+        per_token += forward_flops_per_token(teacher, seq_len)
     return {
         "params": params.total,
         "params_non_embedding": params.non_embedding,

@@ -27,7 +27,15 @@ def shape_signature(config: RunConfig) -> dict:
     return {"model": dataclasses.asdict(config.model), "optim": optim, "batch": config.batch_size,
             "seq_len": config.data.seq_len, "document_mask": config.data.document_mask,
             "accum": config.train.accum_steps, "z_loss": config.train.z_loss,
-            "pipeline": repr(pipeline_for(config)), "adapt": dataclasses.asdict(config.adapt)}
+            "pipeline": repr(pipeline_for(config)), "adapt": dataclasses.asdict(config.adapt),
+            "distill": _distill_constants(config)}
+
+
+def _distill_constants(config: RunConfig) -> dict | None:
+    """What distillation compiles in: the loss's weight and temperature (the teacher's shapes are an input)."""
+    if config.distill.teacher is None:
+        return None
+    return {k: v for k, v in dataclasses.asdict(config.distill).items() if k not in ("teacher", "teacher_step")}
 
 
 def compile_key(config: RunConfig, mesh, **extra) -> str:

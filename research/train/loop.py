@@ -30,7 +30,7 @@ from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, trainable_mask
-from research.train.setup import base_params, setup, stored, with_base
+from research.train.setup import base_params, setup, stored, teacher_params, with_base
 from research.train.signals import StopSignals, fenced
 from research.train.step import call_inputs, steps_per_call
 
@@ -74,6 +74,8 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     if config.init.from_run is not None:
         _adopt_tokenizer(Path(config.init.from_run), workdir)
     data = load_data(config.data, workdir)
+    if config.distill.teacher is not None:
+        _adopt_tokenizer(Path(config.distill.teacher), workdir, "teacher")
     if data.tokenizer.vocab_size > config.model.vocab_size:
         raise ConfigError(f"model.vocab_size={config.model.vocab_size} is smaller than the tokenizer's "
                           f"{data.tokenizer.vocab_size}. Fix: set model.vocab_size >= {data.tokenizer.vocab_size}.")
@@ -115,6 +117,10 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
         batch_spec = batch_sharding(mesh)
         max_steps = steps_per_call(config)
         train_step = run_setup.train_step(pad_id, max_steps)
+        teacher, teacher_args = None, ()
+        if config.distill.teacher is not None:  # the recorded teacher on resume, checked against its hash
+            params, teacher = teacher_params(config, devices, meta.get("teacher"))
+            teacher_args = (params,)
         eval_step = run_setup.eval_step(pad_id)
 
         def global_batch_at(batch: dict, spec=batch_spec) -> dict:
@@ -152,7 +158,8 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
                     "train_time_s": previous["train_time_s"] + train_time,
                     "log_window": {"losses": interval_losses, "time": interval_time},
                     "pending_record": pending,  # a log line whose evaluation a signal cut short
-                    "base": meta.get("base")}  # the run a fine-tune started from
+                    "base": meta.get("base"),  # the run a fine-tune started from
+                    "teacher": teacher}  # the run distilled from
 
         def write_record(record: dict) -> None:
             fence()
@@ -190,7 +197,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
         while n:
             t0 = time.perf_counter()
             with activate(mesh):
-                state, metrics = train_step(state, *inputs, seed)
+                state, metrics = train_step(state, *inputs, seed, *teacher_args)
             next_n = call_length(step + n) if step + n < total else 0
             if next_n:  # the next batches are a pure function of their steps: build them while this call runs
                 inputs = inputs_at(step + n, next_n)
@@ -250,12 +257,12 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     summary = RunSummary(
         run_id=config.run_id(), config_hash=hashlib.sha256(config.to_json(None).encode()).hexdigest(),
         status=status, step=step, steps=total, epochs=tokens / max(data.num_train_tokens, 1),
-        **run_flops(config.model, seq_len, tokens, config.adapt),
+        **run_flops(config.model, seq_len, tokens, config.adapt, run_setup.teacher and run_setup.teacher[0].cfg),
         final_train_loss=last_loss, final_eval_loss=last_eval,
         wall_time_s=previous["wall_time_s"] + time.perf_counter() - started,
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,
         devices=len(devices), mesh=dict(mesh.shape), diverged_at_step=diverged_at,
-        last_good_checkpoint=last_good if status == "diverged" else None, base=meta.get("base"),
+        last_good_checkpoint=last_good if status == "diverged" else None, base=meta.get("base"), teacher=teacher,
         trainable_params=sum(x.size for x, t in zip(jax.tree.leaves(abstract.params),
                                                      jax.tree.leaves(trainable_mask(config.adapt, abstract.params)))
                              if t),
@@ -266,16 +273,17 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     return summary
 
 
-def _adopt_tokenizer(base_dir: Path, workdir: Path) -> None:
-    """A fine-tune reads text with its base's tokenizer (an imported HF model's own, a BPE the base trained)."""
-    theirs, ours = base_dir / "tokenizer.json", workdir / "tokenizer.json"
+def _adopt_tokenizer(other: Path, workdir: Path, role: str = "base") -> None:
+    """A fine-tune reads text with its base's tokenizer (an imported HF model's own, a BPE the base trained); a
+    distilled student must read it as its teacher does (called once the run's own tokenizer is in place)."""
+    theirs, ours = other / "tokenizer.json", workdir / "tokenizer.json"
     if not theirs.is_file() or jax.process_index() != 0:
         return
     if not ours.exists():
         write_text_atomic(ours, theirs.read_text())
     elif ours.read_text() != theirs.read_text():
-        raise ConfigError(f"{ours} differs from the base's {theirs}. Fix: fine-tune in a fresh --workdir, so the run "
-                          "reads text as its base does.")
+        raise ConfigError(f"{ours} differs from the {role}'s {theirs}. Fix: run in a fresh --workdir with the "
+                          f"{role}'s data config, so the run reads text as its {role} does.")
 
 
 def _finished_summary(config: RunConfig, workdir: Path) -> RunSummary | None:

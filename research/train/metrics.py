@@ -41,6 +41,7 @@ class RunSummary:
     diverged_at_step: int | None = None
     last_good_checkpoint: int | None = None
     base: dict | None = None  # a fine-tune's base: {"run", "step", "params_hash"}
+    teacher: dict | None = None  # a distilled run's teacher: {"run", "step", "params_hash"}
     trainable_params: int | None = None  # parameters the optimiser updates (all of them unless adapt freezes some)
     config: dict = dataclasses.field(default_factory=dict)
 

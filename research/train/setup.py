@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from research.config import ConfigError, ParallelConfig, RunConfig
+from research.config import ConfigError, DistillConfig, ParallelConfig, RunConfig
 from research.model import Transformer
 from research.parallel import make_mesh
 from research.parallel.pipeline import model_for
@@ -36,6 +36,8 @@ class RunSetup:
     tx: optax.GradientTransformation
     abstract: TrainState  # ShapeDtypeStructs carrying their shardings
     shardings: TrainState  # NamedShardings
+    # distill.teacher's (model, abstract params carrying their shardings on this mesh), or None
+    teacher: tuple[Transformer, dict] | None = None
 
     def init_state(self) -> TrainState:
         """The initial state, created directly in its shardings (values independent of the mesh)."""
@@ -43,7 +45,7 @@ class RunSetup:
 
     def train_step(self, pad_id: int, steps: int = 1):
         """The compiled train step (steps > 1: a loop of up to `steps` steps per call, research.train.step)."""
-        return compile_train_step(self.config, self.mesh, self.shardings, self.abstract, pad_id, steps)
+        return compile_train_step(self.config, self.mesh, self.shardings, self.abstract, pad_id, steps, self.teacher)
 
     def eval_step(self, pad_id: int):
         return eval_step_for(self.config, self.mesh, self.abstract.params, pad_id)
@@ -54,7 +56,51 @@ def setup(config: RunConfig, devices: list | None = None) -> RunSetup:
     mesh = make_mesh(config.parallel, jax.devices() if devices is None else devices)
     model, tx = model_for(config), make_optimizer(config.optim, config.adapt)
     abstract, shardings = state_shardings(config, model, tx, mesh)
-    return RunSetup(config, mesh, model, tx, abstract, shardings)
+    teacher = None
+    if config.distill.teacher is not None:
+        ours = _teacher_config(config)
+        teacher = (Transformer(ours.model), setup(ours, devices).abstract.params)
+    return RunSetup(config, mesh, model, tx, abstract, shardings, teacher)
+
+
+def _teacher_config(config: RunConfig) -> RunConfig:
+    """The teacher run's config, laid out like this run; its vocabulary must be this run's."""
+    path = Path(config.distill.teacher) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"distill.teacher={config.distill.teacher!r}: no config.json there. Fix: point at a trained "
+                          "run's directory, or one `python -m research.interop import` wrote.")
+    teacher = RunConfig.read(path)
+    if teacher.model.vocab_size != config.model.vocab_size:
+        raise ConfigError(f"distill.teacher={config.distill.teacher!r}: its vocabulary has {teacher.model.vocab_size} "
+                          f"entries, this run's {config.model.vocab_size}; distillation compares the two "
+                          "distributions token by token. Fix: set model.vocab_size to the teacher's and use its "
+                          "tokenizer (data config), or another teacher.")
+    return dataclasses.replace(teacher, parallel=config.parallel, distill=DistillConfig())
+
+
+def teacher_params(config: RunConfig, devices: list, recorded: dict | None = None):
+    """(params, identity) of distill.teacher: its checkpoint at the recorded step (a resumed run), else distill.
+    teacher_step or its newest, in this run's layout; identity {"run", "step", "params_hash"} is what checkpoints
+    record, and a resumed run whose teacher's weights changed is refused."""
+    step = (recorded or {}).get("step", config.distill.teacher_step)
+    state, meta, _ = restore_state(config.distill.teacher, step, devices, config.parallel)
+    identity = {"run": str(Path(config.distill.teacher).absolute()), "step": meta["step"],
+                "params_hash": params_hash(state.params)}
+    if recorded and recorded.get("params_hash") != identity["params_hash"]:
+        raise ConfigError(f"distill.teacher={config.distill.teacher!r}: its weights at step {identity['step']} hash "
+                          f"to {identity['params_hash']}, but this run was distilled from "
+                          f"{recorded.get('params_hash')}. Fix: restore the original teacher run at that path, or "
+                          "start the run again in a new workdir.")
+    return state.params, identity
+
+
+def params_hash(params, keep=lambda path: True) -> str:
+    """blake2b of the bytes of the leaves `keep(path)` selects, in tree order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if keep(path):
+            digest.update(np.asarray(jax.device_get(leaf)).tobytes())
+    return digest.hexdigest()
 
 
 def restore_state(workdir: str | Path, step: int | None = None, devices: list | None = None,
@@ -114,11 +160,9 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial, 
         raise ConfigError(f"init.from_run={config.init.from_run!r}: the base has parameters this run's model lacks "
                           f"({', '.join(map(jax.tree_util.keystr, theirs))}). {fix}")
     params = jax.device_put(jax.tree_util.tree_unflatten(treedef, params), run_setup.shardings.params)
-    digest = hashlib.blake2b(digest_size=16)
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if not is_adapter(path):
-            digest.update(np.asarray(jax.device_get(leaf)).tobytes())
-    return params, {"run": str(base_dir.absolute()), "step": meta["step"], "params_hash": digest.hexdigest()}
+    identity = {"run": str(base_dir.absolute()), "step": meta["step"],
+                "params_hash": params_hash(params, keep=lambda path: not is_adapter(path))}
+    return params, identity
 
 
 def stores_base_separately(config: RunConfig) -> bool:

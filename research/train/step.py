@@ -1,4 +1,5 @@
-"""The jitted training and evaluation steps: token cross-entropy (+ z-loss), gradient accumulation by scan."""
+"""The jitted training and evaluation steps: token cross-entropy (+ z-loss, + distillation from a teacher),
+gradient accumulation by scan."""
 
 from __future__ import annotations
 
@@ -15,18 +16,9 @@ from research.parallel import activate, batch_sharding, replicated
 from research.parallel.pipeline import model_for
 from research.train.compile_cache import compile_lowered
 from research.train.executables import ExecutableCache, compile_key
+from research.train.losses import distillation_loss, token_losses
 from research.train.optimizer import apply_learning_rate, make_optimizer, trainable_mask
 from research.train.state import TrainState
-
-
-def token_losses(logits: jnp.ndarray, targets: jnp.ndarray, pad_id: int, z_loss: float):
-    """Sums over non-pad targets: (cross-entropy + z_loss * log(Z)^2, cross-entropy, token count). logits float32."""
-    log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, T]
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    mask = (targets != pad_id).astype(jnp.float32)
-    nll = jnp.sum((log_z - target_logit) * mask)
-    objective = nll + z_loss * jnp.sum(jnp.square(log_z) * mask) if z_loss else nll
-    return objective, nll, jnp.sum(mask)
 
 
 def batch_keys(config: RunConfig) -> tuple[str, ...]:
@@ -41,8 +33,11 @@ def apply_model(model: Transformer, params, batch: dict, **kwargs) -> jnp.ndarra
                        **kwargs)
 
 
-def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, pad_id: int):
-    """step(state, batch, lr, seed) -> (state, metrics); batch: batch_keys(config), int32 [global_batch, T].
+def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTransformation, pad_id: int,
+                    teacher: Transformer | None = None):
+    """step(state, batch, lr, seed[, teacher_params]) -> (state, metrics); batch: batch_keys(config), int32
+    [global_batch, T]. With a `teacher` model (distill.teacher), its logits on the batch enter the objective
+    (research.train.losses); the logged loss stays the label cross-entropy.
 
     lr (float32) and seed (int32) are inputs rather than constants, so one compiled step serves every run of the
     same shapes whatever its length, schedule or seed.
@@ -50,17 +45,21 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
     accum = config.train.accum_steps
     deterministic = config.model.dropout == 0.0 and (config.adapt.method != "lora" or config.adapt.lora_dropout == 0)
 
-    def loss_fn(params, batch, rng):
+    def loss_fn(params, batch, rng, teacher_params):
         if config.adapt.method != "full":  # no gradient into frozen weights (XLA drops their weight-gradient matmuls)
             params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params,
                                   trainable_mask(config.adapt, params))
         logits = apply_model(model, params, batch, deterministic=deterministic, rngs={"dropout": rng})
         objective, nll, count = token_losses(logits, batch["targets"], pad_id, config.train.z_loss)
+        if teacher is not None:
+            teacher_logits = apply_model(teacher, teacher_params, batch, deterministic=True)
+            kd = distillation_loss(logits, teacher_logits, batch["targets"], pad_id, config.distill)
+            objective = (1.0 - config.distill.weight) * objective + config.distill.weight * kd
         return objective, (nll, count)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch: dict, lr: jnp.ndarray, seed: jnp.ndarray):
+    def step(state: TrainState, batch: dict, lr: jnp.ndarray, seed: jnp.ndarray, teacher_params=None):
         rng = jax.random.fold_in(jax.random.key(seed), state.step)  # dropout depends on (seed, step): resumable
         # [accum, batch / accum, T]; microbatch j takes rows j, j + accum, ... so every data shard feeds every one
         micro = jax.tree.map(lambda x: x.reshape(-1, accum, x.shape[-1]).swapaxes(0, 1), batch)
@@ -69,12 +68,12 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
         def accumulate(carry, xs):
             grads, nll, count = carry
             batch, index = xs
-            g, (n, c) = grad_fn(state.params, batch, jax.random.fold_in(rng, index))
+            g, (n, c) = grad_fn(state.params, batch, jax.random.fold_in(rng, index), teacher_params)
             return (jax.tree.map(jnp.add, grads, g), nll + n, count + c), None
 
         if accum == 1:  # no loop: the same numbers as the scan below, without its zero-filled carry and its compile
             grads, (nll, count) = grad_fn(state.params, jax.tree.map(lambda x: x[0], micro),
-                                          jax.random.fold_in(rng, 0))
+                                          jax.random.fold_in(rng, 0), teacher_params)
         else:
             zeros = jax.tree.map(jnp.zeros_like, state.params)
             (grads, nll, count), _ = jax.lax.scan(
@@ -90,16 +89,17 @@ def make_train_step(config: RunConfig, model: Transformer, tx: optax.GradientTra
 
 
 def make_multi_step(step, steps: int):
-    """multi(state, batches, lrs, n, seed) -> (state, metrics): `step` applied to the first n (<= steps) of the stacked
-    batches (batch_keys): int32 [steps, global_batch, T] with lrs float32 [steps]; metrics [steps] each
-    (entries from n on are 0). One call runs n optimizer steps in a device loop, so a small model pays the host's
-    dispatch and synchronisation once per call instead of once per step. The loop body is `step` itself: any n, and
-    any split of a run into calls, gives bitwise the same numbers (tests/train/test_steps_per_call.py)."""
-    def multi(state: TrainState, batches: dict, lrs: jnp.ndarray, n: jnp.ndarray, seed: jnp.ndarray):
+    """multi(state, batches, lrs, n, seed[, teacher_params]) -> (state, metrics): `step` applied to the first n
+    (<= steps) of the stacked batches (batch_keys): int32 [steps, global_batch, T] with lrs float32 [steps]; metrics
+    [steps] each (entries from n on are 0). One call runs n optimizer steps in a device loop, so a small model pays
+    the host's dispatch and synchronisation once per call instead of once per step. The loop body is `step` itself:
+    any n, and any split of a run into calls, gives bitwise the same numbers (tests/train/test_steps_per_call.py)."""
+    def multi(state: TrainState, batches: dict, lrs: jnp.ndarray, n: jnp.ndarray, seed: jnp.ndarray,
+              teacher_params=None):
         def body(i, carry):
             state, losses, norms = carry
             batch = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batches)
-            state, metrics = step(state, batch, lrs[i], seed)
+            state, metrics = step(state, batch, lrs[i], seed, teacher_params)
             return state, losses.at[i].set(metrics["loss"]), norms.at[i].set(metrics["grad_norm"])
 
         zeros = jnp.zeros((steps,), jnp.float32)
@@ -167,13 +167,15 @@ def make_eval_step(model: Transformer, pad_id: int):
 _TRAIN_STEPS = ExecutableCache()
 
 
-def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int, steps: int = 1):
+def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_id: int, steps: int = 1,
+                       teacher: tuple | None = None):
     """Jit with explicit shardings (state donated), compile ahead of time (so timing never includes it), and keep
     the executable for later runs of the same shapes. steps == 1: compiled(state, batch, lr, seed);
-    steps > 1: compiled(state, batches, lrs, n, seed), `make_multi_step`'s loop of up to `steps` steps."""
+    steps > 1: compiled(state, batches, lrs, n, seed), `make_multi_step`'s loop of up to `steps` steps. With
+    `teacher` = (model, abstract params carrying their shardings), the teacher's params follow as the last input."""
     def build():
         model, tx = model_for(config), make_optimizer(config.optim, config.adapt)  # plain stack or pipeline
-        step = make_train_step(config, model, tx, pad_id)
+        step = make_train_step(config, model, tx, pad_id, None if teacher is None else teacher[0])
         lead = () if steps == 1 else (steps,)
         batch_spec = batch_sharding(mesh, stacked=steps > 1)
         abstract_batch = {k: jax.ShapeDtypeStruct(lead + (config.batch_size, config.data.seq_len), jnp.int32,
@@ -185,9 +187,14 @@ def compile_train_step(config: RunConfig, mesh, shardings, abstract_state, pad_i
             step = make_multi_step(step, steps)
             args.append(scalar(jnp.int32))  # n
         args.append(scalar(jnp.int32))  # seed
+        in_shardings = (shardings, batch_spec) + (replicated(mesh),) * (len(args) - 2)
+        if teacher is not None:
+            args.append(teacher[1])
+            in_shardings += (jax.tree.map(lambda x: x.sharding, teacher[1]),)
         with activate(mesh):
-            jitted = jax.jit(step, in_shardings=(shardings, batch_spec) + (replicated(mesh),) * (len(args) - 2),
-                             out_shardings=(shardings, metric_sharding), donate_argnums=0)
+            jitted = jax.jit(step, in_shardings=in_shardings, out_shardings=(shardings, metric_sharding),
+                             donate_argnums=0)
             return compile_lowered(jitted.lower(*args), mesh.devices.flat[0].platform)
 
-    return _TRAIN_STEPS.get(compile_key(config, mesh, pad_id=pad_id, steps=steps), build)
+    teacher_shapes = None if teacher is None else (teacher[0].cfg, jax.tree.map(lambda x: x.shape, teacher[1]))
+    return _TRAIN_STEPS.get(compile_key(config, mesh, pad_id=pad_id, steps=steps, teacher=teacher_shapes), build)

@@ -14,7 +14,7 @@ from research.data.packing import to_document_example
 from research.model.attention import attend, blocked_attention
 from research.model.positions import alibi_slopes
 from research.model.transformer import Transformer
-from research.train.step import token_losses
+from research.train.losses import token_losses
 
 from .harness import VOCAB, abstract_params, fast_jit, randomize, tiny
 

@@ -18,9 +18,10 @@ from research.model import Transformer
 from research.parallel import activate, batch_sharding, make_mesh
 from research.parallel.pipeline import model_for
 from research.train.compile_cache import compile_lowered
+from research.train.losses import token_losses
 from research.train.optimizer import learning_rate, make_optimizer
 from research.train.state import init_state, state_shardings
-from research.train.step import apply_model, compile_train_step, token_losses
+from research.train.step import apply_model, compile_train_step
 
 LAYOUTS = {
     "dp8": ParallelConfig(data=8),

@@ -16,9 +16,10 @@ from research.config import ConfigError, DataConfig, ModelConfig, OptimConfig, R
 from research.model import Transformer
 from research.parallel import make_mesh
 from research.train import run
+from research.train.losses import token_losses
 from research.train.optimizer import apply_learning_rate, learning_rate, make_optimizer, weight_decay_mask
 from research.train.state import init_state, state_shardings
-from research.train.step import make_train_step, token_losses
+from research.train.step import make_train_step
 
 from .helpers import tiny_run
 
