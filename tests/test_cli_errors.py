@@ -47,6 +47,8 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "no workers": (["sweeps", "run", "demo", "--out", str(tmp_path / "s"), "--workers", "0"], "--workers"),
         "generate without a run": (["research.generate", "--workdir", str(tmp_path / "none"), "--prompt", "a"],
                                    "trained run"),
+        "generate with neither prompt nor chat": (["research.generate", "--workdir", str(tmp_path / "none")],
+                                                  "--chat IN.jsonl with --out"),
         "unknown preset": (["research.bench", "--config", "no-such-preset"], "unknown preset"),
         "unknown experiment": (["experiments", "run", "no_such", "--out", str(tmp_path / "e")], "no_such"),
         "analysis of nothing": (["analysis", "fit", str(tmp_path / "empty")], "Fix"),

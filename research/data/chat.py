@@ -44,6 +44,12 @@ class ChatTemplate:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
 
+    @classmethod
+    def of_run(cls, workdir: Path) -> ChatTemplate:
+        """The template a run was trained with (its chat_template.json), or the default."""
+        path = Path(workdir) / TEMPLATE_FILE
+        return cls(**json.loads(path.read_text())) if path.is_file() else cls()
+
 
 def render(messages: Sequence[dict], tokenizer: Tokenizer, template: ChatTemplate,
            loss_on: str = "all_assistant") -> tuple[np.ndarray, np.ndarray]:
@@ -82,17 +88,18 @@ def pack_examples(examples: Sequence[tuple[np.ndarray, np.ndarray]], seq_len: in
     return np.concatenate([w[0] for w in windows]), np.concatenate([w[1] for w in windows]), truncated
 
 
-def read_conversations(path: Path, spec: str) -> list[list[dict]]:
-    """Every conversation of a JSONL file, in order, as a list of {"role", "content"} messages."""
+def read_conversations(path: Path, label: str, need_reply: bool = True) -> list[list[dict]]:
+    """Every conversation of a JSONL file, in order, as a list of {"role", "content"} messages. `label` names the
+    file in errors (e.g. "data.source='sft.jsonl'"); need_reply: each must hold an assistant message (training)."""
     conversations = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
-                conversations.append(_conversation(line, f"data.source={spec!r} line {lineno}"))
+                conversations.append(_conversation(line, f"{label} line {lineno}", need_reply))
     return conversations
 
 
-def _conversation(line: str, where: str) -> list[dict]:
+def _conversation(line: str, where: str, need_reply: bool) -> list[dict]:
     fix = ('Fix: write each line as {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", '
            '"content": "..."}]} or {"prompt": "...", "response": "..."}.')
     try:
@@ -109,6 +116,6 @@ def _conversation(line: str, where: str) -> list[dict]:
     for m in messages:
         if not (isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)):
             raise DataError(f"{where}: message {m!r} needs a role in {list(ROLES)} and a string content. {fix}")
-    if not any(m["role"] == "assistant" for m in messages):
+    if need_reply and not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"{where}: the conversation has no assistant message, so nothing to train on. {fix}")
     return [{"role": m["role"], "content": m["content"]} for m in messages]

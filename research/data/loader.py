@@ -103,7 +103,7 @@ def _chat_arrays(split, tokenizer: Tokenizer, template: ChatTemplate, cfg: DataC
 
 
 def _split_conversations(src, cfg: DataConfig) -> tuple[list, list]:
-    conversations = read_conversations(src.files[0][1], cfg.source)
+    conversations = read_conversations(src.files[0][1], f"data.source={cfg.source!r}")
     if len(conversations) < 2:
         raise DataError(f"data.source={cfg.source!r}: {len(conversations)} conversation(s), too few to hold any out "
                         "for validation. Fix: give at least two conversations (one JSON object per line).")

@@ -34,7 +34,7 @@ def test_prompt_response_lines_are_a_two_message_conversation(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text(json.dumps({"prompt": "hi", "response": "yo", "system": "be brief"}) + "\n\n" +
                     json.dumps({"messages": TALK}) + "\n")
-    first, second = read_conversations(path, str(path))
+    first, second = read_conversations(path, "data.source='sft.jsonl'")
     assert first == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
                      {"role": "assistant", "content": "yo"}]
     assert second == TALK
@@ -95,6 +95,6 @@ def test_chat_errors_name_the_line_and_the_fix(tmp_path):
                            ("{oops", r"line 2: not valid JSON")]:
         path.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + line + "\n")
         with pytest.raises(DataError, match=expected + ".*Fix: write each line"):
-            read_conversations(path, str(path))
+            read_conversations(path, f"data.source={str(path)!r}")
     with pytest.raises(ConfigError, match=r"data.format='chat': .* Fix: point data.source at a .jsonl"):
         DataConfig(source="notes.txt", format="chat")

@@ -117,3 +117,32 @@ def test_a_teacher_of_another_vocabulary_or_no_teacher_is_refused(small_corpus, 
         run(_student(small_corpus, tmp_path / "nowhere"), tmp_path / "orphan", progress=False)
     with pytest.raises(ConfigError, match=r"distill.weight=1.5: must be in \[0, 1\]"):
         DistillConfig(teacher="t", weight=1.5)
+
+
+def test_sequence_level_distillation_trains_on_the_teachers_greedy_replies(small_corpus, teacher, tmp_path):
+    """`research.generate --chat` replaces each conversation's last assistant turn with the teacher's greedy reply
+    (the same text as decoding each prompt alone), and a student trains on the result as chat data."""
+    from research.data.chat import ChatTemplate
+    from research.generate import main as generate_main
+    from research.infer import generate, load_run
+
+    rng = np.random.default_rng(0)
+    asks = ["".join(rng.choice(list("abcde"), 2)) for _ in range(12)]
+    lines = [{"messages": [{"role": "user", "content": a}, {"role": "assistant", "content": "x"}]} for a in asks]
+    lines[0] = {"prompt": asks[0], "response": "old"}
+    lines[1] = {"messages": [{"role": "user", "content": asks[1]}]}  # nothing to replace: a reply is added
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert generate_main(["--workdir", str(teacher), "--chat", str(tmp_path / "in.jsonl"), "--out",
+                          str(tmp_path / "teacher.jsonl"), "--temperature", "0", "--max-new-tokens", "5"]) == 0
+    replied = [json.loads(line)["messages"] for line in (tmp_path / "teacher.jsonl").read_text().splitlines()]
+    model, tokenizer, _ = load_run(teacher)
+    for ask, conversation in zip(asks, replied):
+        assert conversation[0] == {"role": "user", "content": ask} and len(conversation) == 2
+        prompt = tokenizer.encode(ChatTemplate().prompt(conversation[:1]))
+        alone = generate(model, [prompt], 5, stop_ids=(tokenizer.eos_id,), pad_id=tokenizer.pad_id)
+        assert conversation[1] == {"role": "assistant", "content": tokenizer.decode(alone.tokens[0])}
+
+    student = tiny_run(small_corpus, steps=4, eval_every=4, eval_batches=1).override(
+        f"data.source={tmp_path / 'teacher.jsonl'}", "data.format=chat", "data.document_mask=true",
+        "data.val_fraction=0.2")
+    assert run(student, tmp_path / "student", progress=False).status == "complete"
