@@ -19,7 +19,7 @@ import numpy as np
 
 from research.config import ConfigError
 from research.infer.decode import Generation, finish, stop_array
-from research.infer.model import InferenceModel, empty_cache
+from research.infer.model import InferenceModel
 from research.infer.prompts import check_prompts, left_pad
 
 
@@ -83,7 +83,7 @@ def _model_search(model: InferenceModel, batch: int, length: int, width: int, ma
     max_len = length + max_new - 1
 
     def run(params, tokens, positions, stop_ids, length_penalty):
-        cache = empty_cache(model.cfg, model.mesh, batch, max_len)
+        cache = model.new_cache(params, batch, max_len)
         logits, cache = model.apply(params, tokens, positions, cache)  # prefill once per prompt
         cache = cache.replace(k=cache.k.repeat(width, axis=1), v=cache.v.repeat(width, axis=1),
                               positions=cache.positions.repeat(width, axis=0))
@@ -112,7 +112,7 @@ def beam_generate(model: InferenceModel, prompts: Sequence[Sequence[int]], max_n
         raise ConfigError(f"beams={width!r}: the beam width must be a positive integer. Fix: use e.g. 4.")
     if not np.isfinite(length_penalty):
         raise ConfigError(f"length_penalty={length_penalty}: must be finite. Fix: use e.g. 1.0 (0 = raw log-prob).")
-    check_prompts(prompts, model.cfg, max_new_tokens)
+    check_prompts(prompts, model.cfg, max_new_tokens, model.soft_prompt)
     tokens, positions, _ = left_pad(prompts, pad_id)
     batch, length = tokens.shape
     stops = stop_array(stop_ids)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.infer import sampling
-from research.infer.model import InferenceModel, empty_cache
+from research.infer.model import InferenceModel
 from research.infer.prompts import check_prompts, left_pad
 
 
@@ -51,7 +51,7 @@ def _loop(model: InferenceModel, batch: int, length: int, max_new: int, pad_id: 
     max_len = length + max_new - 1  # the last token chosen is never fed back
 
     def run(params, tokens, positions, stop_ids, key, temperature, top_k, top_p):
-        cache = empty_cache(model.cfg, model.mesh, batch, max_len)
+        cache = model.new_cache(params, batch, max_len)
         logits, cache = model.apply(params, tokens, positions, cache)  # [batch, T, V]
         first = sampling.select(logits[:, -1], jax.random.fold_in(key, 0), temperature, top_k, top_p)  # [batch]
         out = jnp.full((batch, max_new), pad_id, jnp.int32).at[:, 0].set(first)
@@ -82,7 +82,7 @@ def generate(model: InferenceModel, prompts: Sequence[Sequence[int]], max_new_to
              method: sampling.Sampling = GREEDY, stop_ids: Sequence[int] = (),
              seed: int = 0, pad_id: int = 0) -> Generation:
     """Continue each prompt (token ids) by up to `max_new_tokens` tokens, greedily or by sampling."""
-    check_prompts(prompts, model.cfg, max_new_tokens)
+    check_prompts(prompts, model.cfg, max_new_tokens, model.soft_prompt)
     tokens, positions, _ = left_pad(prompts, pad_id)
     batch, length = tokens.shape
     stops = stop_array(stop_ids)

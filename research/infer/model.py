@@ -93,6 +93,21 @@ class InferenceModel:
         """The model itself: logits [batch, T, vocab] (and the updated cache when given one)."""
         return self.module.apply({"params": params}, tokens, positions, cache=cache)
 
+    @property
+    def soft_prompt(self) -> int:
+        """Context positions a prompt-tuned model's soft prompt takes before every sequence (0 for others)."""
+        return 0 if self.adapt is None else self.adapt.prompt
+
+    def new_cache(self, params, batch: int, max_len: int) -> KVCache:
+        """An empty cache for `max_len` tokens per row, made inside a jitted function; a prompt-tuned model's soft
+        prompt fills its first slots (soft_prompt more)."""
+        n_prompt = self.soft_prompt
+        cache = empty_cache(self.cfg, self.mesh, batch, max_len + n_prompt)
+        if n_prompt:
+            _, cache = self.module.apply({"params": params}, jnp.zeros((batch, 0), jnp.int32), cache=cache,
+                                         prime_prompt=True)
+        return cache
+
     def prefill(self, tokens, positions, max_len: int):
         """Run prompts [batch, T] (positions [batch, T], -1 = left padding) into a new cache of `max_len` slots.
 
@@ -102,10 +117,10 @@ class InferenceModel:
 
         def build():
             def prefill(params, tokens, positions):
-                cache = empty_cache(self.cfg, self.mesh, batch, max_len)
+                cache = self.new_cache(params, batch, max_len)
                 logits, cache = self.apply(params, tokens, positions, cache)
                 return logits, jax.lax.with_sharding_constraint(cache, cache_shardings(self.cfg, self.mesh,
-                                                                                       batch, max_len))
+                                                                                       batch, cache.k.shape[2]))
             return prefill
 
         return self.jitted(("prefill", batch, length, max_len), build)(self.params, tokens, positions)

@@ -13,8 +13,10 @@ import numpy as np
 from research.config import ConfigError, ModelConfig
 
 
-def check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int) -> None:
-    """Fail before any compile on an empty prompt, an unknown token id, or a prompt + output longer than the context."""
+def check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int,
+                  soft_prompt: int = 0) -> None:
+    """Fail before any compile on an empty prompt, an unknown token id, or a prompt + output longer than the context
+    (of which a prompt-tuned model's `soft_prompt` vectors take the first positions)."""
     if len(prompts) == 0:
         raise ConfigError("prompts=[]: nothing to generate from. Fix: give at least one prompt.")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
@@ -27,15 +29,18 @@ def check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_to
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ConfigError(f"prompt[{i}] token ids span [{ids.min()}, {ids.max()}]: outside the model's "
                               f"vocabulary [0, {cfg.vocab_size}). Fix: encode the prompt with the run's tokenizer.")
-        if len(prompt) >= cfg.max_seq_len:
+        context = cfg.max_seq_len - soft_prompt
+        soft = f" after its {soft_prompt} soft prompt vectors" if soft_prompt else ""
+        if len(prompt) >= context:
             raise ConfigError(f"prompt[{i}] length={len(prompt)} tokens: fills the model's whole context "
-                              f"model.max_seq_len={cfg.max_seq_len} (or more), leaving no room to generate. Fix: "
-                              f"shorten the prompt to at most {cfg.max_seq_len - 1} tokens.")
+                              f"model.max_seq_len={cfg.max_seq_len}{soft} (or more), leaving no room to generate. "
+                              f"Fix: shorten the prompt to at most {context - 1} tokens.")
     longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens > cfg.max_seq_len:
+    if longest + max_new_tokens + soft_prompt > cfg.max_seq_len:
+        soft = f" and the model's {soft_prompt} soft prompt vectors" if soft_prompt else ""
         raise ConfigError(f"max_new_tokens={max_new_tokens}: a {longest}-token prompt plus {max_new_tokens} new "
-                          f"tokens exceeds the model's context model.max_seq_len={cfg.max_seq_len}. Fix: use "
-                          f"max_new_tokens <= {cfg.max_seq_len - longest} or a shorter prompt.")
+                          f"tokens{soft} exceeds the model's context model.max_seq_len={cfg.max_seq_len}. Fix: use "
+                          f"max_new_tokens <= {cfg.max_seq_len - soft_prompt - longest} or a shorter prompt.")
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,9 +28,11 @@ class Perplexity:
 
 
 def _check_window(model: InferenceModel, window: int) -> None:
-    if not 1 <= window <= model.cfg.max_seq_len:
-        raise ConfigError(f"window={window}: must be in [1, model.max_seq_len={model.cfg.max_seq_len}]. "
-                          "Fix: score with at most the model's context (e.g. the run's data.seq_len).")
+    context = model.cfg.max_seq_len - model.soft_prompt  # a prompt-tuned model's soft prompt comes first
+    if not 1 <= window <= context:
+        soft = f" minus its {model.soft_prompt} soft prompt vectors" if model.soft_prompt else ""
+        raise ConfigError(f"window={window}: must be in [1, {context}] (model.max_seq_len={model.cfg.max_seq_len}"
+                          f"{soft}). Fix: score with at most the model's context (e.g. the run's data.seq_len).")
 
 
 def _windows(stream: np.ndarray, window: int) -> list[tuple[np.ndarray, np.ndarray]]:

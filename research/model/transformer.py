@@ -291,18 +291,32 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jnp.ndarray, positions: jnp.ndarray | None = None, deterministic: bool = True, *,
-                 cache: KVCache | None = None, segments: jnp.ndarray | None = None):
+                 cache: KVCache | None = None, segments: jnp.ndarray | None = None, prime_prompt: bool = False):
         # With `cache` (inference): positions are per row [batch, T] (-1 marks left padding; default: the T after the
         # cache's index), the tokens' keys and values fill the cache's next T slots, and (logits, new cache) returns.
         # With `segments` [batch, T] (packed documents, data.document_mask): attention stays within each document,
         # and positions [batch, T] restart with each one.
+        # Prompt tuning (adapt.prompt = k soft vectors): without a cache they precede every sequence (positions
+        # 0..k-1, the tokens' k..k+T-1) and only the tokens' logits return; decoding first fills a cache's first k
+        # slots with them (prime_prompt=True, tokens [batch, 0]), and shifts every later position by k.
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
+        n_prompt = 0 if self.adapt is None else self.adapt.prompt
         if positions is None and cache is not None:
             positions = jnp.broadcast_to(cache.index + jnp.arange(tokens.shape[1]), tokens.shape)
-        if positions is None:
-            positions = jnp.arange(tokens.shape[1])
+        elif n_prompt and cache is not None:
+            positions = jnp.where(positions >= 0, positions + n_prompt, -1)
         embedding = _param(self, "embedding", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), _matrix_init(cfg))
         x = jnp.take(embedding, tokens, axis=0)  # [batch, T, d_model]
+        if n_prompt:
+            prompt = _param(self, "soft_prompt", (n_prompt, cfg.d_model), (None, "embed"),
+                            nn.initializers.normal(0.02))
+            prompt = jnp.broadcast_to(prompt.astype(x.dtype), (x.shape[0], n_prompt, cfg.d_model))  # [batch, k, d]
+            if cache is None:
+                x, positions = jnp.concatenate([prompt, x], axis=1), None  # [batch, k + T, d_model]
+            elif prime_prompt:
+                x, positions = prompt, jnp.broadcast_to(jnp.arange(n_prompt), (x.shape[0], n_prompt))
+        if positions is None:
+            positions = jnp.arange(x.shape[1])
         if cfg.positions == "learned":
             table = _param(self, "pos_embedding", (cfg.max_seq_len, cfg.d_model), (None, "embed"), _matrix_init(cfg))
             x = x + jnp.take(table, positions if cache is None else jnp.maximum(positions, 0), axis=0)
@@ -315,11 +329,13 @@ class Transformer(nn.Module):
                 cache.positions, positions.astype(jnp.int32), cache.index, axis=1)  # [batch, max_len]
             x, (k, v) = stacked_blocks(cfg, deterministic, cached=True, adapt=self.adapt)(
                 x, positions, None, (cache.k, cache.v), (slot_positions, cache.index))
-            cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + tokens.shape[1])
+            cache = KVCache(k=k, v=v, positions=slot_positions, index=cache.index + x.shape[1])
         elif self.pipeline is None or self.is_initializing():
             x, _ = stacked_blocks(cfg, deterministic, adapt=self.adapt)(x, positions, segments)
         else:
             x = self.pipeline.run_blocks(self, x, positions, segments, deterministic)
+        if n_prompt and cache is None:
+            x = x[:, n_prompt:]  # [batch, T, d_model]: the tokens' outputs
         if cfg.norm_placement == "pre":
             x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:

@@ -30,7 +30,7 @@ from research.train.host_memory import keep_freed_host_memory
 from research.train.metrics import MetricsLog, Progress, RunSummary
 from research.train.mfu import peak_flops
 from research.train.optimizer import learning_rate, trainable_mask
-from research.train.setup import base_params, setup, stored, teacher_params, with_base
+from research.train.setup import base_params, initial_soft_prompt, setup, stored, teacher_params, with_base
 from research.train.signals import StopSignals, fenced
 from research.train.step import call_inputs, steps_per_call
 
@@ -109,6 +109,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
             if config.init.from_run is not None:  # fine-tuning: the base's weights, this run's optimiser state
                 params, base = base_params(config, run_setup, devices, state.params)
                 state, meta = state.replace(params=params), {"base": base}
+            state = state.replace(params=initial_soft_prompt(config, state.params, run_setup.shardings.params))
         step = int(jax.device_get(state.step))
         log = MetricsLog(workdir / "metrics.jsonl", step, enabled=jax.process_index() == 0)
 

@@ -165,6 +165,18 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial, 
     return params, identity
 
 
+def initial_soft_prompt(config: RunConfig, params, shardings):
+    """Prompt tuning's start (Lester et al. 2021): with adapt.prompt_init=vocab the soft prompt is the embeddings of
+    prompt_length vocabulary entries drawn by the run's seed (the tokenizer's entries, specials included); with
+    random it keeps its N(0, 0.02) initialisation."""
+    if not config.adapt.prompt or config.adapt.prompt_init != "vocab":
+        return params
+    vocab = min(config.model.vocab_size, config.data.vocab_size)
+    ids = np.random.default_rng(config.seed).choice(vocab, config.adapt.prompt, replace=config.adapt.prompt > vocab)
+    prompt = jax.device_put(jax.device_get(params["embedding"])[ids], shardings["soft_prompt"])
+    return params | {"soft_prompt": prompt}
+
+
 def stores_base_separately(config: RunConfig) -> bool:
     """A parameter-efficient fine-tune of a base run checkpoints only what trains (and its optimiser state): the
     frozen weights are read back from init.from_run, at the recorded step and checked against the recorded hash."""

@@ -137,3 +137,38 @@ def test_a_fine_tune_refuses_a_base_whose_weights_changed(small_corpus, base, tm
     for resume in (lambda: run(config, tmp_path / "tune", progress=False), lambda: restore_state(tmp_path / "tune")):
         with pytest.raises(ConfigError, match="hash to .* but this run was trained on"):
             resume()
+
+
+def test_prompt_tuning_trains_only_its_soft_prompt_and_decodes_with_it(small_corpus, base, tmp_path):
+    """ADAPT-7: k = 4 vectors before every sequence, initialised as embeddings of vocabulary entries; only they train
+    (the base bitwise unchanged), and decoding over the KV cache (the prompt in its first slots, every position
+    shifted by k, left padding kept) picks the tokens a full forward pass picks."""
+    from research.infer import generate
+    from research.infer.prompts import left_pad
+    from research.train.setup import initial_soft_prompt, setup
+
+    config = tiny_run(small_corpus, steps=6).override(
+        f"init.from_run={base}", "adapt.method=prompt_tuning", "adapt.prompt_length=4", "data.seq_len=28",
+        "optim.lr=1e-2", "optim.warmup_steps=0")
+    start = initial_soft_prompt(config, final_params(base), setup(config).shardings.params)["soft_prompt"]
+    embedding = final_params(base)["embedding"]
+    assert all(any(np.array_equal(row, e) for e in embedding) for row in np.asarray(start))
+    summary = run(config, tmp_path, progress=False)
+    assert summary.status == "complete" and summary.trainable_params == 4 * 32
+    assert _assert_base_unchanged_and_adapters_trained(tmp_path, base, "soft_prompt") == {"['soft_prompt']"}
+    assert not np.array_equal(np.asarray(final_params(tmp_path)["soft_prompt"]), np.asarray(start))
+
+    model, _, _ = load_run(tmp_path)
+    prompts = [[5, 9, 2, 7, 7, 1], [3, 8]]
+    tokens, positions, _ = left_pad(prompts, pad_id=0)  # the short prompt is left-padded
+    logits, cache = model.prefill(tokens, positions, max_len=tokens.shape[1] + 1)
+    fed = np.asarray([[4], [6]], np.int32)
+    step_logits, _ = model.decode_step(cache, fed, positions[:, -1:] + 1)
+    for row, prompt in enumerate(prompts):  # the reference: one full forward pass, no cache
+        full = np.asarray(model.apply(model.params, np.asarray([prompt + [int(fed[row, 0])]], np.int32)))[0]
+        scale = np.abs(full).max()
+        np.testing.assert_allclose(np.asarray(logits)[row, -len(prompt):], full[:-1], atol=1e-5 * scale, rtol=0)
+        np.testing.assert_allclose(np.asarray(step_logits)[row, 0], full[-1], atol=1e-5 * scale, rtol=0)
+    assert [len(t) for t in generate(model, prompts, 4).tokens] == [4, 4]
+    with pytest.raises(ConfigError, match=r"adapt.prompt_length=8: plus data.seq_len=28 exceeds the model's context"):
+        config.override("adapt.prompt_length=8")
