@@ -1,6 +1,8 @@
 """CLI: `python -m research.interop import HF_DIR --out RUN_DIR [--set k=v ...]`,
 `python -m research.interop export --workdir RUN [--step N] --out HF_DIR [--arch llama|gpt2]` and
-`python -m research.interop merge --workdir LORA_RUN [--step N] --out RUN_DIR`."""
+`python -m research.interop merge --workdir LORA_RUN [--step N] --out RUN_DIR`,
+`python -m research.interop peft-import ADAPTER_DIR --base RUN --out RUN_DIR [--set k=v ...]` and
+`python -m research.interop peft-export --workdir LORA_RUN [--step N] --out ADAPTER_DIR` (PEFT LoRA adapters)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--workdir", required=True, help="the LoRA run directory")
     merge.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     merge.add_argument("--out", required=True, help="the new run directory")
+    pin = sub.add_parser("peft-import", help="a PEFT LoRA adapter -> a LoRA run directory on its base run")
+    pin.add_argument("adapter_dir", help="directory with adapter_config.json and adapter_model.safetensors")
+    pin.add_argument("--base", required=True, help="the base model's run directory (e.g. what `import` wrote)")
+    pin.add_argument("--out", required=True, help="the new run directory")
+    pin.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the run config")
+    pout = sub.add_parser("peft-export", help="a LoRA run's adapters -> a PEFT adapter directory")
+    pout.add_argument("--workdir", required=True, help="the LoRA run directory")
+    pout.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    pout.add_argument("--out", required=True, help="the adapter directory to write")
     args = add_debug_flag(parser).parse_args(argv)
     if args.command == "import":
         from research.interop.rundir import import_run  # JAX and the [hf] extra: after --help
@@ -40,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"  tokenizer: {note}")
         print(f"fine-tune: python -m research.train --config {args.out} --workdir {args.out}")
+    elif args.command == "peft-import":
+        from research.interop.peft import import_peft  # JAX: after --help
+
+        config = import_peft(args.adapter_dir, args.base, args.out, args.set)
+        print(f"imported {args.adapter_dir} -> {args.out}: LoRA rank {config.adapt.lora_rank} on "
+              f"{config.adapt.lora_targets} over {args.base}")
+    elif args.command == "peft-export":
+        from research.interop.peft import export_peft  # JAX: after --help
+
+        out = export_peft(args.workdir, args.out, args.step)
+        print(f"exported {args.workdir}'s adapters -> {out}: load with peft.PeftModel.from_pretrained(base, "
+              f"{str(out)!r})")
     elif args.command == "merge":
         from research.interop.rundir import merge_run  # JAX: after --help
 

@@ -33,7 +33,7 @@ from research.interop.convert import check_params, import_hf
 from research.interop.hf_tokenizer import tokenizer_from_hf
 from research.model.lora import merge_lora
 from research.train.checkpoint import Checkpointer
-from research.train.setup import TrainState, restore_state, setup
+from research.train.setup import TrainState, restore_state, setup, stored
 
 # Fine-tuning defaults (a pretrained model wants a far smaller step than training from scratch); --set changes them.
 FINETUNE_OPTIM = OptimConfig(lr=1e-4, schedule="cosine", warmup_steps=10, weight_decay=0.0)
@@ -71,7 +71,7 @@ def import_run(hf_dir: str | Path, workdir: str | Path, overrides: list[str] = (
     """Write the run directory `workdir` for the HF checkpoint `hf_dir`; returns its config and notes on specials."""
 
     hf_dir, workdir = Path(hf_dir), Path(workdir)
-    _refuse_existing(workdir)
+    refuse_existing(workdir)
     if not (hf_dir / "tokenizer.json").is_file():
         raise ConfigError(f"path={str(hf_dir)!r}: no tokenizer.json, and a run directory needs the tokenizer its "
                           "weights were trained with. Fix: add the model's fast-tokenizer tokenizer.json, or load "
@@ -91,7 +91,7 @@ def merge_run(source: str | Path, workdir: str | Path, step: int | None = None) 
     """Write the run directory `workdir` holding a LoRA fine-tune's weights with its updates folded in: a plain
     model (adapt.method=full, no base) that serves, exports and fine-tunes further like any run."""
     source, workdir = Path(source), Path(workdir)
-    _refuse_existing(workdir)
+    refuse_existing(workdir)
     state, meta, config = restore_state(source, step)
     if config.adapt.method != "lora":
         raise ConfigError(f"adapt.method={config.adapt.method!r} in {source}: only LoRA updates fold into the weights. "
@@ -105,8 +105,9 @@ def merge_run(source: str | Path, workdir: str | Path, step: int | None = None) 
 
 def write_run_dir(workdir: Path, config: RunConfig, params, tokenizer, provenance: dict) -> None:
     """A run directory whose step-0 checkpoint holds `params` and a fresh optimiser state: config.json (written
-    last: its presence marks a complete directory), tokenizer.json, and `provenance` in the checkpoint's metadata."""
-    _refuse_existing(workdir)
+    last: its presence marks a complete directory), tokenizer.json, and `provenance` in the checkpoint's metadata.
+    A fine-tune that stores its base separately keeps only its own leaves; `provenance` then records the "base"."""
+    refuse_existing(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(workdir / "tokenizer.json")
     data = load_data(config.data, workdir)  # the fingerprint the training loop checks on resume
@@ -118,11 +119,11 @@ def write_run_dir(workdir: Path, config: RunConfig, params, tokenizer, provenanc
     meta = {"step": 0, "data_fingerprint": f"{data.fingerprint}:seed={config.seed}", "run_id": config.run_id(),
             "wall_time_s": 0.0, "train_time_s": 0.0, **provenance}
     checkpoints = Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints)
-    checkpoints.save(0, state, meta)
+    checkpoints.save(0, stored(config, state), meta)
     checkpoints.close()
     write_json_atomic(workdir / "config.json", config.to_dict())
 
 
-def _refuse_existing(workdir: Path) -> None:
+def refuse_existing(workdir: Path) -> None:
     if (workdir / "config.json").exists() or (workdir / "checkpoints").exists():
         raise ConfigError(f"--out {str(workdir)!r} already holds a run. Fix: write into a new directory.")
