@@ -26,7 +26,7 @@ ADDED_FIELDS = {"model": {"kernels": "tuned"}, "init": {"from_run": None, "step"
                 "data": {"document_mask": False, "format": "text", "loss_on": "all_assistant"},
                 "adapt": {"method": "full", "lora_rank": 8, "lora_alpha": 16.0, "lora_targets": "q,v",
                           "lora_dropout": 0.0, "adapter_size": 16, "adapter_places": "attn,mlp",
-                          "adapter_scale": 1.0, "prompt_length": 16, "prompt_init": "vocab"},
+                          "adapter_scale": 1.0, "virtual_tokens": 16, "prompt_init": "vocab"},
                 "distill": {"teacher": None, "teacher_step": None, "weight": 0.5, "temperature": 1.0,
                             "temper_student": False}}
 # Renamed keys, old -> new: files written before a rename still load; a user who types an old key gets an error
@@ -329,10 +329,12 @@ class AdaptConfig:
     - adapter_serial (Houlsby et al. 2019, ADAPT-4): each placed sublayer F becomes Adapter(F(h)) with
       Adapter(y) = y + gelu(y W_down + b_down) W_up + b_up, W_up and b_up zero;
     - adapter_parallel (He et al. 2022, ADAPT-4): F(h) + scale (gelu(h W_down + b_down) W_up + b_up), beside F;
-    - prompt_tuning (Lester et al. 2021, ADAPT-7): prompt_length trainable vectors prepended to the input
-      embeddings, initialised from the embeddings of random vocabulary entries (prompt_init=vocab) or N(0, 0.02)."""
+    - prompt_tuning (Lester et al. 2021, ADAPT-7): virtual_tokens trainable vectors prepended to the input
+      embeddings, initialised from the embeddings of random vocabulary entries (prompt_init=vocab) or N(0, 0.02);
+    - prefix_tuning (Li & Liang 2021, ADAPT-6): virtual_tokens trainable keys and values prepended to every layer's
+      attention, N(0, 0.02). Both place the tokens after the virtual ones (positions k, k+1, ...)."""
 
-    method: Literal["full", "lora", "adapter_serial", "adapter_parallel", "prompt_tuning"] = "full"
+    method: Literal["full", "lora", "adapter_serial", "adapter_parallel", "prompt_tuning", "prefix_tuning"] = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: str = "q,v"  # comma-separated, from LORA_TARGETS
@@ -340,7 +342,7 @@ class AdaptConfig:
     adapter_size: int = 16  # the bottleneck width r: W_down [d_model, r], W_up [r, d_model]
     adapter_places: str = "attn,mlp"  # comma-separated, from ADAPTER_PLACES: after (serial) or beside (parallel)
     adapter_scale: float = 1.0  # s of the parallel form
-    prompt_length: int = 16  # soft prompt vectors k: every sequence is k positions longer
+    virtual_tokens: int = 16  # k soft prompt vectors or prefix keys/values: every sequence is k positions longer
     prompt_init: Literal["vocab", "random"] = "vocab"
 
     def __post_init__(self) -> None:
@@ -349,7 +351,7 @@ class AdaptConfig:
         _check_positive("adapt.lora_alpha", self.lora_alpha)
         _check_positive("adapt.adapter_size", self.adapter_size)
         _check_positive("adapt.adapter_scale", self.adapter_scale)
-        _check_positive("adapt.prompt_length", self.prompt_length)
+        _check_positive("adapt.virtual_tokens", self.virtual_tokens)
         if not 0.0 <= self.lora_dropout < 1.0:
             _fail("adapt.lora_dropout", self.lora_dropout, "must be in [0, 1)", "use e.g. 0.0 or 0.05")
         unknown = [t for t in _names(self.lora_targets) if t not in LORA_TARGETS]
@@ -372,9 +374,9 @@ class AdaptConfig:
         return _names(self.adapter_places) if self.method.startswith("adapter_") else ()
 
     @property
-    def prompt(self) -> int:
-        """Soft prompt vectors prepended to every sequence: 0 unless method is prompt_tuning."""
-        return self.prompt_length if self.method == "prompt_tuning" else 0
+    def virtual(self) -> int:
+        """Positions the soft prompt or the prefix takes before every sequence: 0 for the other methods."""
+        return self.virtual_tokens if self.method in ("prompt_tuning", "prefix_tuning") else 0
 
 
 @dataclass(frozen=True)
@@ -430,14 +432,18 @@ class RunConfig:
         if d.seq_len > m.max_seq_len:
             _fail("data.seq_len", d.seq_len, f"exceeds model.max_seq_len={m.max_seq_len}",
                   f"set model.max_seq_len >= {d.seq_len} or shorten data.seq_len")
-        k = self.adapt.prompt
+        k = self.adapt.virtual
         if k and d.seq_len + k > m.max_seq_len:
-            _fail("adapt.prompt_length", k, f"plus data.seq_len={d.seq_len} exceeds the model's context "
-                  f"model.max_seq_len={m.max_seq_len}", f"use adapt.prompt_length <= {m.max_seq_len - d.seq_len}, "
+            _fail("adapt.virtual_tokens", k, f"plus data.seq_len={d.seq_len} exceeds the model's context "
+                  f"model.max_seq_len={m.max_seq_len}", f"use adapt.virtual_tokens <= {m.max_seq_len - d.seq_len}, "
                   "or shorten data.seq_len")
         if k and d.document_mask:
-            _fail("adapt.method", self.adapt.method, "prepends one soft prompt to each window, which document "
-                  "masking would hide from every document but the first", "set data.document_mask=false")
+            _fail("adapt.method", self.adapt.method, "prepends one set of virtual tokens to each window, which "
+                  "document masking would hide from every document but the first", "set data.document_mask=false")
+        if self.adapt.method == "prefix_tuning" and m.sliding_window is not None:
+            _fail("adapt.method", self.adapt.method, f"the prefix must stay visible to every token, and "
+                  f"model.sliding_window={m.sliding_window} would hide it from all but the first",
+                  "prefix-tune a model without a sliding window, or use adapt.method=prompt_tuning")
         if t.batch_tokens is not None and t.batch_tokens % d.seq_len:
             _fail("train.batch_tokens", t.batch_tokens, f"is not a multiple of data.seq_len={d.seq_len}",
                   f"use a multiple of {d.seq_len}, e.g. {_round_up(t.batch_tokens, d.seq_len)}")

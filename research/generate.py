@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return _reply_to_chat(args, method)
     model, tokenizer, _ = load_run(args.workdir, args.step, args.tensor)
     prompts = [tokenizer.encode(text) for text in args.prompt]
-    room = model.cfg.max_seq_len - model.soft_prompt - max(len(p) for p in prompts)
+    room = model.cfg.max_seq_len - model.virtual_tokens - max(len(p) for p in prompts)
     max_new = args.max_new_tokens if args.max_new_tokens is not None else max(1, min(128, room))
     stops = () if args.ignore_eos else (tokenizer.eos_id,)
     if args.beams > 1:
@@ -85,7 +85,7 @@ def _reply_to_chat(args, method) -> int:
     model, tokenizer, _ = load_run(args.workdir, args.step, args.tensor)
     template = ChatTemplate.of_run(Path(args.workdir))
     longest = max(len(tokenizer.encode(template.prompt(context(c)))) for c in conversations)
-    room = model.cfg.max_seq_len - model.soft_prompt - longest
+    room = model.cfg.max_seq_len - model.virtual_tokens - longest
     max_new = args.max_new_tokens if args.max_new_tokens is not None else max(1, min(128, room))
     replied = reply(model, tokenizer, template, conversations, max_new, method, args.beams, args.length_penalty,
                     args.seed)

@@ -112,7 +112,7 @@ def beam_generate(model: InferenceModel, prompts: Sequence[Sequence[int]], max_n
         raise ConfigError(f"beams={width!r}: the beam width must be a positive integer. Fix: use e.g. 4.")
     if not np.isfinite(length_penalty):
         raise ConfigError(f"length_penalty={length_penalty}: must be finite. Fix: use e.g. 1.0 (0 = raw log-prob).")
-    check_prompts(prompts, model.cfg, max_new_tokens, model.soft_prompt)
+    check_prompts(prompts, model.cfg, max_new_tokens, model.virtual_tokens)
     tokens, positions, _ = left_pad(prompts, pad_id)
     batch, length = tokens.shape
     stops = stop_array(stop_ids)

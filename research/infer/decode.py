@@ -82,7 +82,7 @@ def generate(model: InferenceModel, prompts: Sequence[Sequence[int]], max_new_to
              method: sampling.Sampling = GREEDY, stop_ids: Sequence[int] = (),
              seed: int = 0, pad_id: int = 0) -> Generation:
     """Continue each prompt (token ids) by up to `max_new_tokens` tokens, greedily or by sampling."""
-    check_prompts(prompts, model.cfg, max_new_tokens, model.soft_prompt)
+    check_prompts(prompts, model.cfg, max_new_tokens, model.virtual_tokens)
     tokens, positions, _ = left_pad(prompts, pad_id)
     batch, length = tokens.shape
     stops = stop_array(stop_ids)

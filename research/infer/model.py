@@ -94,18 +94,25 @@ class InferenceModel:
         return self.module.apply({"params": params}, tokens, positions, cache=cache)
 
     @property
-    def soft_prompt(self) -> int:
-        """Context positions a prompt-tuned model's soft prompt takes before every sequence (0 for others)."""
-        return 0 if self.adapt is None else self.adapt.prompt
+    def virtual_tokens(self) -> int:
+        """Context positions a prompt- or prefix-tuned model's virtual tokens take before every sequence (else 0)."""
+        return 0 if self.adapt is None else self.adapt.virtual
 
     def new_cache(self, params, batch: int, max_len: int) -> KVCache:
-        """An empty cache for `max_len` tokens per row, made inside a jitted function; a prompt-tuned model's soft
-        prompt fills its first slots (soft_prompt more)."""
-        n_prompt = self.soft_prompt
-        cache = empty_cache(self.cfg, self.mesh, batch, max_len + n_prompt)
-        if n_prompt:
+        """An empty cache for `max_len` tokens per row, made inside a jitted function. A prompt-tuned model's soft
+        prompt is run into its first slots; a prefix-tuned model's prefix keys and values are written there."""
+        n = self.virtual_tokens
+        cache = empty_cache(self.cfg, self.mesh, batch, max_len + n)
+        if n and self.adapt.method == "prompt_tuning":
             _, cache = self.module.apply({"params": params}, jnp.zeros((batch, 0), jnp.int32), cache=cache,
                                          prime_prompt=True)
+        elif n:
+            attn = params["blocks"]["attn"]  # prefix_k, prefix_v: [layers, k, kv_heads, head_dim]
+            k, v = (jnp.broadcast_to(attn[f"prefix_{x}"][:, None], (cache.k.shape[0], batch) + attn[f"prefix_{x}"]
+                                     .shape[1:]).astype(cache.k.dtype) for x in "kv")
+            cache = KVCache(k=cache.k.at[:, :, :n].set(k), v=cache.v.at[:, :, :n].set(v),
+                            positions=cache.positions.at[:, :n].set(jnp.arange(n, dtype=jnp.int32)),
+                            index=jnp.asarray(n, jnp.int32))
         return cache
 
     def prefill(self, tokens, positions, max_len: int):

@@ -14,9 +14,9 @@ from research.config import ConfigError, ModelConfig
 
 
 def check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_tokens: int,
-                  soft_prompt: int = 0) -> None:
+                  virtual_tokens: int = 0) -> None:
     """Fail before any compile on an empty prompt, an unknown token id, or a prompt + output longer than the context
-    (of which a prompt-tuned model's `soft_prompt` vectors take the first positions)."""
+    (of which a prompt- or prefix-tuned model's `virtual_tokens` take the first positions)."""
     if len(prompts) == 0:
         raise ConfigError("prompts=[]: nothing to generate from. Fix: give at least one prompt.")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
@@ -29,18 +29,18 @@ def check_prompts(prompts: Sequence[Sequence[int]], cfg: ModelConfig, max_new_to
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ConfigError(f"prompt[{i}] token ids span [{ids.min()}, {ids.max()}]: outside the model's "
                               f"vocabulary [0, {cfg.vocab_size}). Fix: encode the prompt with the run's tokenizer.")
-        context = cfg.max_seq_len - soft_prompt
-        soft = f" after its {soft_prompt} soft prompt vectors" if soft_prompt else ""
+        context = cfg.max_seq_len - virtual_tokens
+        soft = f" after its {virtual_tokens} virtual tokens" if virtual_tokens else ""
         if len(prompt) >= context:
             raise ConfigError(f"prompt[{i}] length={len(prompt)} tokens: fills the model's whole context "
                               f"model.max_seq_len={cfg.max_seq_len}{soft} (or more), leaving no room to generate. "
                               f"Fix: shorten the prompt to at most {context - 1} tokens.")
     longest = max(len(p) for p in prompts)
-    if longest + max_new_tokens + soft_prompt > cfg.max_seq_len:
-        soft = f" and the model's {soft_prompt} soft prompt vectors" if soft_prompt else ""
+    if longest + max_new_tokens + virtual_tokens > cfg.max_seq_len:
+        soft = f" and the model's {virtual_tokens} virtual tokens" if virtual_tokens else ""
         raise ConfigError(f"max_new_tokens={max_new_tokens}: a {longest}-token prompt plus {max_new_tokens} new "
                           f"tokens{soft} exceeds the model's context model.max_seq_len={cfg.max_seq_len}. Fix: use "
-                          f"max_new_tokens <= {cfg.max_seq_len - soft_prompt - longest} or a shorter prompt.")
+                          f"max_new_tokens <= {cfg.max_seq_len - virtual_tokens - longest} or a shorter prompt.")
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,9 +28,9 @@ class Perplexity:
 
 
 def _check_window(model: InferenceModel, window: int) -> None:
-    context = model.cfg.max_seq_len - model.soft_prompt  # a prompt-tuned model's soft prompt comes first
+    context = model.cfg.max_seq_len - model.virtual_tokens  # a prompt- or prefix-tuned model's come first
     if not 1 <= window <= context:
-        soft = f" minus its {model.soft_prompt} soft prompt vectors" if model.soft_prompt else ""
+        soft = f" minus its {model.virtual_tokens} virtual tokens" if model.virtual_tokens else ""
         raise ConfigError(f"window={window}: must be in [1, {context}] (model.max_seq_len={model.cfg.max_seq_len}"
                           f"{soft}). Fix: score with at most the model's context (e.g. the run's data.seq_len).")
 

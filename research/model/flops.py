@@ -92,15 +92,15 @@ def adapter_matrix_entries(cfg: ModelConfig, adapt: AdaptConfig | None) -> int:
 def train_flops_per_token(cfg: ModelConfig, seq_len: int, adapt: AdaptConfig | None = None) -> int:
     """Exact dense matmul FLOPs of one training token (forward + backward = 3 x forward = 6 per weight; a frozen
     base weight under `adapt` costs 4: forward and the gradient through it, no weight gradient). A soft prompt of k
-    vectors runs the blocks on seq_len + k positions, and the output head on the seq_len tokens: its cost is spread
-    over the tokens (rounded down)."""
+    vectors runs the blocks on seq_len + k positions (the output head on the seq_len tokens); a prefix of k keys
+    and values lengthens only what attention attends over. Their cost is spread over the tokens (rounded down)."""
     _, matrices = _block_params(cfg)
     blocks, head = cfg.n_layers * matrices, cfg.d_model * cfg.vocab_size
     per_base_entry = 6 if adapt is None or adapt.method == "full" else 4
-    k = 0 if adapt is None else adapt.prompt
-    span = seq_len + k  # positions the blocks run on
+    k = 0 if adapt is None else adapt.virtual
+    span = seq_len + k if k and adapt.method == "prompt_tuning" else seq_len  # positions the blocks run on
     per_sequence = span * (per_base_entry * blocks + 6 * adapter_matrix_entries(cfg, adapt) +
-                           attention_flops_per_token(cfg, span)) + seq_len * per_base_entry * head
+                           attention_flops_per_token(cfg, seq_len + k)) + seq_len * per_base_entry * head
     return per_sequence // seq_len
 
 

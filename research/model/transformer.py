@@ -164,7 +164,15 @@ class Attention(nn.Module):
             v = v + _param(self, "bv", (kv, hd), ("kv_heads", "head_dim"), nn.initializers.zeros).astype(dtype)
         if cfg.positions == "rope":
             q, k = apply_rope(q, positions, cfg.rope_base), apply_rope(k, positions, cfg.rope_base)
-        if cache is None:
+        n_prefix = self.adapt.virtual if self.adapt is not None and self.adapt.method == "prefix_tuning" else 0
+        if n_prefix:  # learned keys and values at positions 0..k-1 (the keys as if already rotated), the tokens after
+            prefix = [_param(self, f"prefix_{name}", (n_prefix, kv, hd), (None, "kv_heads", "head_dim"),
+                             nn.initializers.normal(0.02)) for name in "kv"]
+        if cache is None and n_prefix:
+            k, v = (jnp.concatenate([jnp.broadcast_to(p.astype(dtype), (x.shape[0],) + p.shape), t], axis=1)
+                    for p, t in zip(prefix, (k, v)))  # [batch, k + T, kv_heads, head_dim]
+            out = attend(q, k, v, cfg, positions, jnp.concatenate([jnp.arange(n_prefix), positions]))
+        elif cache is None:
             out = attend(q, k, v, cfg, positions, positions, segments=segments)  # [batch, T, heads, head_dim]
         else:
             k_positions, index = slots
@@ -296,15 +304,17 @@ class Transformer(nn.Module):
         # cache's index), the tokens' keys and values fill the cache's next T slots, and (logits, new cache) returns.
         # With `segments` [batch, T] (packed documents, data.document_mask): attention stays within each document,
         # and positions [batch, T] restart with each one.
-        # Prompt tuning (adapt.prompt = k soft vectors): without a cache they precede every sequence (positions
+        # Prompt tuning (k = adapt.virtual soft vectors): without a cache they precede every sequence (positions
         # 0..k-1, the tokens' k..k+T-1) and only the tokens' logits return; decoding first fills a cache's first k
-        # slots with them (prime_prompt=True, tokens [batch, 0]), and shifts every later position by k.
+        # slots with them (prime_prompt=True, tokens [batch, 0]), and shifts every later position by k. Prefix tuning
+        # places the tokens at k.. too, its keys and values (Attention) in front of theirs.
         cfg, dtype = self.cfg, DTYPES[self.cfg.compute_dtype]
-        n_prompt = 0 if self.adapt is None else self.adapt.prompt
+        n_virtual = 0 if self.adapt is None else self.adapt.virtual
+        n_prompt = n_virtual if n_virtual and self.adapt.method == "prompt_tuning" else 0
         if positions is None and cache is not None:
             positions = jnp.broadcast_to(cache.index + jnp.arange(tokens.shape[1]), tokens.shape)
-        elif n_prompt and cache is not None:
-            positions = jnp.where(positions >= 0, positions + n_prompt, -1)
+        elif n_virtual and cache is not None:
+            positions = jnp.where(positions >= 0, positions + n_virtual, -1)
         embedding = _param(self, "embedding", (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), _matrix_init(cfg))
         x = jnp.take(embedding, tokens, axis=0)  # [batch, T, d_model]
         if n_prompt:
@@ -315,8 +325,8 @@ class Transformer(nn.Module):
                 x, positions = jnp.concatenate([prompt, x], axis=1), None  # [batch, k + T, d_model]
             elif prime_prompt:
                 x, positions = prompt, jnp.broadcast_to(jnp.arange(n_prompt), (x.shape[0], n_prompt))
-        if positions is None:
-            positions = jnp.arange(x.shape[1])
+        if positions is None:  # a prefix takes positions 0..k-1 in every layer's attention: the tokens follow
+            positions = jnp.arange(x.shape[1]) + (n_virtual - n_prompt)
         if cfg.positions == "learned":
             table = _param(self, "pos_embedding", (cfg.max_seq_len, cfg.d_model), (None, "embed"), _matrix_init(cfg))
             x = x + jnp.take(table, positions if cache is None else jnp.maximum(positions, 0), axis=0)

@@ -70,10 +70,10 @@ def trainable_mask(adapt: AdaptConfig, params):
 
 
 def is_adapter(path) -> bool:
-    """A leaf an adaptation method adds (LoRA's A and B, an adapter's weights, a soft prompt): trained, never part
-    of a base."""
+    """A leaf an adaptation method adds (LoRA's A and B, an adapter's weights, a soft prompt, a prefix): trained,
+    never part of a base."""
     keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
-    return bool(keys) and (keys[-1].startswith("lora_") or keys[-1] == "soft_prompt"
+    return bool(keys) and (keys[-1].startswith(("lora_", "prefix_")) or keys[-1] == "soft_prompt"
                            or any(str(k).startswith("adapter_") for k in keys))
 
 

@@ -167,12 +167,13 @@ def base_params(config: RunConfig, run_setup: RunSetup, devices: list, initial, 
 
 def initial_soft_prompt(config: RunConfig, params, shardings):
     """Prompt tuning's start (Lester et al. 2021): with adapt.prompt_init=vocab the soft prompt is the embeddings of
-    prompt_length vocabulary entries drawn by the run's seed (the tokenizer's entries, specials included); with
+    virtual_tokens vocabulary entries drawn by the run's seed (the tokenizer's entries, specials included); with
     random it keeps its N(0, 0.02) initialisation."""
-    if not config.adapt.prompt or config.adapt.prompt_init != "vocab":
+    if config.adapt.method != "prompt_tuning" or config.adapt.prompt_init != "vocab":
         return params
     vocab = min(config.model.vocab_size, config.data.vocab_size)
-    ids = np.random.default_rng(config.seed).choice(vocab, config.adapt.prompt, replace=config.adapt.prompt > vocab)
+    k = config.adapt.virtual_tokens
+    ids = np.random.default_rng(config.seed).choice(vocab, k, replace=k > vocab)
     prompt = jax.device_put(jax.device_get(params["embedding"])[ids], shardings["soft_prompt"])
     return params | {"soft_prompt": prompt}
 

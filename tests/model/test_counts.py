@@ -131,3 +131,13 @@ def test_adapted_training_counts_frozen_weights_at_4_flops_and_added_ones_at_6(a
     assert sum(x.size for x in matrices) == added == adapter_matrix_entries(FLOPS_CFG, adapt)  # the model agrees
     assert train_flops_per_token(FLOPS_CFG, 32, adapt) == 4 * 90304 + 6 * added + 49152
     assert train_flops_per_token(FLOPS_CFG, 32, AdaptConfig()) == 541824 + 49152  # full fine-tuning: all 6
+
+
+def test_virtual_tokens_count_the_positions_they_add():
+    """k = 8 virtual tokens at T = 32. A soft prompt runs the blocks (frozen: 4 per entry) on 40 positions and the
+    head on 32: (40 * (4 * 73728 + 12*2*4*16*40) + 32 * 4 * 16576) / 32 per token. A prefix adds only keys:
+    4 * 90304 + 12*2*4*16*40."""
+    prompt = AdaptConfig(method="prompt_tuning", virtual_tokens=8)
+    assert train_flops_per_token(FLOPS_CFG, 32, prompt) == (40 * (4 * 73728 + 61440) + 32 * 4 * 16576) // 32
+    prefix = AdaptConfig(method="prefix_tuning", virtual_tokens=8)
+    assert train_flops_per_token(FLOPS_CFG, 32, prefix) == 4 * 90304 + 61440

@@ -99,7 +99,8 @@ def test_layout_matches_single_device(layout, single_device):
 ADAPTED = {"lora": ("adapt.method=lora", "adapt.lora_rank=4", "adapt.lora_targets=q,k,v,o,mlp_in,mlp_out"),
            "adapter_serial": ("adapt.method=adapter_serial", "adapt.adapter_size=4"),
            "adapter_parallel": ("adapt.method=adapter_parallel", "adapt.adapter_size=4", "adapt.adapter_scale=2"),
-           "prompt_tuning": ("adapt.method=prompt_tuning", "adapt.prompt_length=4", "model.max_seq_len=20")}
+           "prompt_tuning": ("adapt.method=prompt_tuning", "adapt.virtual_tokens=4", "model.max_seq_len=20"),
+           "prefix_tuning": ("adapt.method=prefix_tuning", "adapt.virtual_tokens=4", "model.max_seq_len=20")}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,8 @@ def single_device_adapted():
 @pytest.mark.parametrize("method,layout", [("lora", "tp2_fsdp4"), ("lora", "pp2_dp4"),
                                            ("adapter_serial", "tp2_fsdp4"), ("adapter_serial", "pp2_dp4"),
                                            ("adapter_parallel", "tp2_fsdp4"), ("prompt_tuning", "tp2_fsdp4"),
-                                           ("prompt_tuning", "pp2_dp4")])
+                                           ("prompt_tuning", "pp2_dp4"), ("prefix_tuning", "tp2_fsdp4"),
+                                           ("prefix_tuning", "pp2_dp4")])
 def test_adapted_models_under_every_kind_of_layout_match_single_device(method, layout, single_device_adapted):
     """LoRA's A and B and the adapters' weights shard by the logical axes they carry; the frozen base takes no
     update."""

@@ -139,24 +139,32 @@ def test_a_fine_tune_refuses_a_base_whose_weights_changed(small_corpus, base, tm
             resume()
 
 
-def test_prompt_tuning_trains_only_its_soft_prompt_and_decodes_with_it(small_corpus, base, tmp_path):
-    """ADAPT-7: k = 4 vectors before every sequence, initialised as embeddings of vocabulary entries; only they train
-    (the base bitwise unchanged), and decoding over the KV cache (the prompt in its first slots, every position
-    shifted by k, left padding kept) picks the tokens a full forward pass picks."""
-    from research.infer import generate
+VIRTUAL = {"prompt_tuning": ({"['soft_prompt']"}, 4 * 32), "prefix_tuning": (
+    {"['blocks']['attn']['prefix_k']", "['blocks']['attn']['prefix_v']"}, 2 * 2 * 4 * 2 * 16)}  # layers, k/v, k, kv, hd
+
+
+@pytest.mark.parametrize("method", list(VIRTUAL))
+def test_virtual_tokens_train_alone_and_decode_like_a_full_forward_pass(small_corpus, base, tmp_path, method):
+    """ADAPT-7 (a soft prompt of k = 4 vectors before the embeddings, initialised as embeddings of vocabulary
+    entries) and ADAPT-6 (4 keys and values before every layer's): only they train (the base bitwise unchanged),
+    and decoding over the KV cache (them in its first slots, every position shifted by k, left padding kept) gives
+    the logits of a full forward pass."""
     from research.infer.prompts import left_pad
     from research.train.setup import initial_soft_prompt, setup
 
     config = tiny_run(small_corpus, steps=6).override(
-        f"init.from_run={base}", "adapt.method=prompt_tuning", "adapt.prompt_length=4", "data.seq_len=28",
+        f"init.from_run={base}", f"adapt.method={method}", "adapt.virtual_tokens=4", "data.seq_len=28",
         "optim.lr=1e-2", "optim.warmup_steps=0")
-    start = initial_soft_prompt(config, final_params(base), setup(config).shardings.params)["soft_prompt"]
-    embedding = final_params(base)["embedding"]
-    assert all(any(np.array_equal(row, e) for e in embedding) for row in np.asarray(start))
+    start = initial_soft_prompt(config, final_params(base), setup(config).shardings.params)
+    if method == "prompt_tuning":
+        embedding = final_params(base)["embedding"]
+        assert all(any(np.array_equal(row, e) for e in embedding) for row in np.asarray(start["soft_prompt"]))
     summary = run(config, tmp_path, progress=False)
-    assert summary.status == "complete" and summary.trainable_params == 4 * 32
-    assert _assert_base_unchanged_and_adapters_trained(tmp_path, base, "soft_prompt") == {"['soft_prompt']"}
-    assert not np.array_equal(np.asarray(final_params(tmp_path)["soft_prompt"]), np.asarray(start))
+    added, trainable = VIRTUAL[method]
+    assert summary.status == "complete" and summary.trainable_params == trainable
+    assert _assert_base_unchanged_and_adapters_trained(tmp_path, base, "never") == added
+    if method == "prompt_tuning":  # it moved from the embeddings it started as
+        assert not np.array_equal(np.asarray(final_params(tmp_path)["soft_prompt"]), np.asarray(start["soft_prompt"]))
 
     model, _, _ = load_run(tmp_path)
     prompts = [[5, 9, 2, 7, 7, 1], [3, 8]]
@@ -169,6 +177,5 @@ def test_prompt_tuning_trains_only_its_soft_prompt_and_decodes_with_it(small_cor
         scale = np.abs(full).max()
         np.testing.assert_allclose(np.asarray(logits)[row, -len(prompt):], full[:-1], atol=1e-5 * scale, rtol=0)
         np.testing.assert_allclose(np.asarray(step_logits)[row, 0], full[-1], atol=1e-5 * scale, rtol=0)
-    assert [len(t) for t in generate(model, prompts, 4).tokens] == [4, 4]
-    with pytest.raises(ConfigError, match=r"adapt.prompt_length=8: plus data.seq_len=28 exceeds the model's context"):
-        config.override("adapt.prompt_length=8")
+    with pytest.raises(ConfigError, match=r"adapt.virtual_tokens=8: plus data.seq_len=28 exceeds the model's"):
+        config.override("adapt.virtual_tokens=8")
