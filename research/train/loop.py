@@ -258,7 +258,7 @@ def _run(config: RunConfig, workdir: Path, devices, progress: bool, stop_after_s
     summary = RunSummary(
         run_id=config.run_id(), config_hash=hashlib.sha256(config.to_json(None).encode()).hexdigest(),
         status=status, step=step, steps=total, epochs=tokens / max(data.num_train_tokens, 1),
-        **run_flops(config.model, seq_len, tokens, config.adapt, run_setup.teacher and run_setup.teacher[0].cfg),
+        **run_flops(config.model, seq_len, tokens, config.adapt, teacher and run_setup.teacher[0].cfg),
         final_train_loss=last_loss, final_eval_loss=last_eval,
         wall_time_s=previous["wall_time_s"] + time.perf_counter() - started,
         train_time_s=previous["train_time_s"] + train_time, tokens_per_s=tokens_per_s, mfu=mfu, seed=config.seed,

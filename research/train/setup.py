@@ -6,6 +6,7 @@ from) and the Hugging Face importer."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -36,8 +37,16 @@ class RunSetup:
     tx: optax.GradientTransformation
     abstract: TrainState  # ShapeDtypeStructs carrying their shardings
     shardings: TrainState  # NamedShardings
-    # distill.teacher's (model, abstract params carrying their shardings on this mesh), or None
-    teacher: tuple[Transformer, dict] | None = None
+
+    @functools.cached_property
+    def teacher(self) -> tuple[Transformer, dict] | None:
+        """distill.teacher's (model, abstract params carrying their shardings on this mesh), or None. Read only when
+        training compiles: a distilled run's checkpoints serve without their teacher."""
+        if self.config.distill.teacher is None:
+            return None
+        ours = _teacher_config(self.config)
+        abstract, _ = state_shardings(ours, model_for(ours), make_optimizer(ours.optim, ours.adapt), self.mesh)
+        return Transformer(ours.model), abstract.params
 
     def init_state(self) -> TrainState:
         """The initial state, created directly in its shardings (values independent of the mesh)."""
@@ -56,11 +65,7 @@ def setup(config: RunConfig, devices: list | None = None) -> RunSetup:
     mesh = make_mesh(config.parallel, jax.devices() if devices is None else devices)
     model, tx = model_for(config), make_optimizer(config.optim, config.adapt)
     abstract, shardings = state_shardings(config, model, tx, mesh)
-    teacher = None
-    if config.distill.teacher is not None:
-        ours = _teacher_config(config)
-        teacher = (Transformer(ours.model), setup(ours, devices).abstract.params)
-    return RunSetup(config, mesh, model, tx, abstract, shardings, teacher)
+    return RunSetup(config, mesh, model, tx, abstract, shardings)
 
 
 def _teacher_config(config: RunConfig) -> RunConfig:
