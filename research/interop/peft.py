@@ -77,20 +77,20 @@ def import_peft(adapter_dir: str | Path, base: str | Path, workdir: str | Path,
     config = apply_overrides(config, list(overrides))
     check_exportable(config.model)
     run_setup = setup(config, jax.devices()[:1])
-    abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), run_setup.abstract.params)
+    initial = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), run_setup.abstract.params)
+    rank = adapt.lora_rank
     for target in adapt.targets:  # PEFT's A [r, in], B [out, r] -> ours a [*in, r], b [r, *out], per layer
-        sub = abstract["blocks"][SUBLAYER[target]]
-        a, b = sub[f"lora_a_{target}"], sub[f"lora_b_{target}"]
+        sub = initial["blocks"][SUBLAYER[target]]
+        a, b = sub[f"lora_a_{target}"], sub[f"lora_b_{target}"]  # [layers, *in, r], [layers, r, *out]
+        fan_in, fan_out = a[0].size // rank, b[0].size // rank
         for i in range(a.shape[0]):
             key = f"{PREFIX}{i}.{MODULES[target]}"
-            sub[f"lora_a_{target}"][i] = _take(tensors, f"{key}.lora_A.weight", (adapt.lora_rank, a[i].size //
-                                                                                  adapt.lora_rank)).T.reshape(a.shape[1:])
-            sub[f"lora_b_{target}"][i] = _take(tensors, f"{key}.lora_B.weight", (b[i].size // adapt.lora_rank,
-                                                                                  adapt.lora_rank)).T.reshape(b.shape[1:])
+            a[i] = _take(tensors, f"{key}.lora_A.weight", (rank, fan_in)).T.reshape(a.shape[1:])
+            b[i] = _take(tensors, f"{key}.lora_B.weight", (fan_out, rank)).T.reshape(b.shape[1:])
     if tensors:
         raise ConfigError(f"{adapter_dir / WEIGHTS_FILE}: tensors of no target of this model: {sorted(tensors)[:3]}. "
                           "Fix: import an adapter trained on a model of the base's architecture and depth.")
-    params, identity = base_params(config, run_setup, jax.devices()[:1], abstract)
+    params, identity = base_params(config, run_setup, jax.devices()[:1], initial)
     write_run_dir(workdir, config, jax.device_get(params), Tokenizer.load(base / "tokenizer.json"),
                   {"base": identity, "imported_from": str(adapter_dir.absolute())})
     return config
