@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return _reply_to_chat(args, method)
     model, tokenizer, _ = load_run(args.workdir, args.step, args.tensor)
     prompts = [tokenizer.encode(text) for text in args.prompt]
-    room = model.cfg.max_seq_len - model.virtual_tokens - max(len(p) for p in prompts)
-    max_new = args.max_new_tokens if args.max_new_tokens is not None else max(1, min(128, room))
+    max_new = _max_new_tokens(args, model, max(len(p) for p in prompts))
     stops = () if args.ignore_eos else (tokenizer.eos_id,)
     if args.beams > 1:
         out = beam_generate(model, prompts, max_new, args.beams, args.length_penalty, stops, tokenizer.pad_id)
@@ -69,6 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--- [{i}] {len(ids)} new tokens, {'stopped at EOS' if out.stopped[i] else 'length limit'}")
         print(text + tokenizer.decode(ids))
     return 0
+
+
+def _max_new_tokens(args, model, longest: int) -> int:
+    """--max-new-tokens, or by default up to 128 within the context the longest prompt leaves."""
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens
+    return max(1, min(128, model.cfg.max_seq_len - model.virtual_tokens - longest))
 
 
 def _reply_to_chat(args, method) -> int:
@@ -82,11 +88,13 @@ def _reply_to_chat(args, method) -> int:
         raise ConfigError(f"--chat {args.chat!r}: no such file. Fix: give a .jsonl of conversations.")
     # bad lines fail before the model loads
     conversations = read_conversations(Path(args.chat), f"--chat {args.chat!r}", need_reply=False)
+    if not conversations:
+        raise ConfigError(f"--chat {args.chat!r}: holds no conversation. Fix: give a .jsonl with one conversation "
+                          "per line.")
     model, tokenizer, _ = load_run(args.workdir, args.step, args.tensor)
     template = ChatTemplate.of_run(Path(args.workdir))
-    longest = max(len(tokenizer.encode(template.prompt(context(c)))) for c in conversations)
-    room = model.cfg.max_seq_len - model.virtual_tokens - longest
-    max_new = args.max_new_tokens if args.max_new_tokens is not None else max(1, min(128, room))
+    max_new = _max_new_tokens(args, model, max(len(tokenizer.encode(template.prompt(context(c))))
+                                               for c in conversations))
     replied = reply(model, tokenizer, template, conversations, max_new, method, args.beams, args.length_penalty,
                     args.seed)
     write_text_atomic(Path(args.out), "".join(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in replied))

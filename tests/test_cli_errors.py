@@ -26,6 +26,7 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
     (tmp_path / "a_file").write_text("not a directory\n")
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"text": broken\n')
+    (tmp_path / "no_talk.jsonl").write_text("\n")
     (tmp_path / "broken_sweep.py").write_text("def sweep(:\n    pass\n")
     (tmp_path / "raising_sweep.py").write_text("def sweep():\n    return undefined_name\n")
     (tmp_path / "damaged").mkdir()
@@ -49,6 +50,9 @@ def _cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
                                    "trained run"),
         "generate with neither prompt nor chat": (["research.generate", "--workdir", str(tmp_path / "none")],
                                                   "--chat IN.jsonl with --out"),
+        "generate for an empty chat file": (["research.generate", "--workdir", str(tmp_path / "none"), "--chat",
+                                             str(tmp_path / "no_talk.jsonl"), "--out", str(tmp_path / "o.jsonl")],
+                                            "holds no conversation"),
         "unknown preset": (["research.bench", "--config", "no-such-preset"], "unknown preset"),
         "unknown experiment": (["experiments", "run", "no_such", "--out", str(tmp_path / "e")], "no_such"),
         "analysis of nothing": (["analysis", "fit", str(tmp_path / "empty")], "Fix"),

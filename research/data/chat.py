@@ -20,6 +20,7 @@ import numpy as np
 
 from research.data.errors import DataError
 from research.data.tokenizer import Tokenizer
+from research.files import write_text_atomic
 
 LOSS, START = 1, 2  # flag bits: the token is trained on as a target; the token begins an example
 ROLES = ("system", "user", "assistant")
@@ -42,7 +43,7 @@ class ChatTemplate:
         return self.text(messages) + self.header.format(role="assistant")
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1))
+        write_text_atomic(path, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def of_run(cls, workdir: Path) -> ChatTemplate:

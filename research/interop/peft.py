@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import jax
@@ -16,6 +17,7 @@ import numpy as np
 
 from research.config import AdaptConfig, ConfigError, InitConfig, RunConfig, apply_overrides
 from research.data import Tokenizer
+from research.files import write_text_atomic
 from research.interop.llama import check_exportable
 from research.interop.safetensors_io import _read_file
 from research.model.lora import WEIGHTS
@@ -53,9 +55,10 @@ def export_peft(workdir: str | Path, out: str | Path, step: int | None = None) -
                "target_modules": sorted(MODULES[t].split(".")[1] for t in config.adapt.targets), "bias": "none",
                "fan_in_fan_out": False, "use_rslora": False, "inference_mode": True,
                "base_model_name_or_path": (config.init.from_run or ""), "modules_to_save": None}
-    (out / CONFIG).write_text(json.dumps(adapter, indent=1))
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(out / WEIGHTS_FILE),
-              metadata={"format": "pt"})
+    partial = out / f".{WEIGHTS_FILE}.partial"  # weights first, renamed into place, then the config that names them
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(partial), metadata={"format": "pt"})
+    os.replace(partial, out / WEIGHTS_FILE)
+    write_text_atomic(out / CONFIG, json.dumps(adapter, indent=1))
     return out
 
 
